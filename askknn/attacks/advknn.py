@@ -1,0 +1,172 @@
+"""AdvKnn (Li et al., "AdvKnn: adversarial attacks on k-nearest neighbor classifiers with
+approximate gradients", arXiv 1911.06591), as the ASK paper runs it (Wang et al., Appendix C).
+
+A "deep kNN block" approximates the DkNN with one linear head per layer on the flattened,
+un-normalised feature, trained with the backbone frozen so that softmax(head) matches the
+layer's kNN label histogram: KL(histogram || softmax) + lambda * CE(head, kNN majority label).
+The attack is PGD through the block, ascending the same loss against the clean input's real
+kNN histogram and label. Success is judged by the real DkNN only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from askknn.attacks.base import Attack
+from askknn.bank import FeatureBank
+from askknn.params import METRICS, ParamError, choice
+
+
+def default_lambda(layers) -> float:
+    """The original's CE weight: 20 for one layer, 0.3 per layer for several (SPEC 5)."""
+    return 20.0 if len(layers) == 1 else 0.3
+
+
+class KNNBlock(nn.Module):
+    """One linear head (D_l -> C) per DkNN layer; `forward` maps {layer: feature} to {layer: logits}."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int):
+        super().__init__()
+        self.dims, self.num_classes = dict(dims), num_classes
+        self.heads = nn.ModuleDict({layer: nn.Linear(d, num_classes) for layer, d in self.dims.items()})
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.heads)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {layer: self.heads[layer](f) for layer, f in features.items()}
+
+    def state(self) -> dict:
+        """Everything `from_state` needs, as plain tensors and numbers (loadable with weights_only)."""
+        return {"dims": self.dims, "num_classes": self.num_classes, "weights": self.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "KNNBlock":
+        block = cls(state["dims"], state["num_classes"])
+        block.load_state_dict(state["weights"])
+        return block.eval()
+
+
+def vote_histogram(neighbour_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Fraction (B, C) of each row's neighbour labels (B, K) that equal each class."""
+    return (neighbour_labels[..., None] == np.arange(num_classes)).mean(1).astype(np.float32)
+
+
+def knn_votes(bank: FeatureBank, layer: str, metric: str, queries, k: int) -> np.ndarray:
+    """The real kNN label histogram (B, C) of queries that are not bank points."""
+    return vote_histogram(bank.labels[bank.search(layer, metric, queries, k)[1]], bank.num_classes)
+
+
+def majority(histograms: np.ndarray) -> np.ndarray:
+    return histograms.argmax(1)   # argmax keeps the first: smallest class on ties, as the DkNN
+
+
+def without_self(idx: np.ndarray) -> np.ndarray:
+    """Drop each bank point i from its own k+1 neighbours idx[i] -> (N, k). If duplicates at
+    distance 0 pushed i out of the list, its k+1 neighbours are all exact copies: drop the last."""
+    is_self = idx == np.arange(len(idx))[:, None]
+    is_self[~is_self.any(1), -1] = True
+    return idx[~is_self].reshape(len(idx), -1)
+
+
+def knn_histograms(bank: FeatureBank, layers, k: int, metric: str) -> dict[str, np.ndarray]:
+    """Every bank point's kNN label histogram (N, C) per layer, the point itself excluded."""
+    bank.check(layers, k, "k")
+    return {layer: vote_histogram(bank.labels[without_self(bank.search(layer, metric, bank.features[layer], k + 1)[1])],
+                                  bank.num_classes) for layer in layers}
+
+
+def block_loss(logits: dict[str, torch.Tensor], histograms: dict[str, torch.Tensor],
+               labels: dict[str, torch.Tensor], lam: float) -> torch.Tensor:
+    """Per example sum_l KL(q_l || softmax g_l) + lam * CE(g_l, kNN label): the block's training
+    loss (minimised) and the attack's objective (maximised)."""
+    total = 0
+    for layer, g in logits.items():
+        log_p = F.log_softmax(g, dim=1)
+        kl = F.kl_div(log_p, histograms[layer], reduction="none").sum(1)   # 0 log 0 = 0
+        total = total + kl + lam * F.nll_loss(log_p, labels[layer], reduction="none")
+    return total
+
+
+def check_lambda(lam: float) -> None:
+    if lam < 0:
+        raise ParamError(f"lam = {lam} must be non-negative")
+
+
+def train_knn_block(bank: FeatureBank, layers, k: int = 5, metric: str = "cosine", epochs: int = 100,
+                    lr: float = 1e-3, lam: float | None = None, batch_size: int = 256,
+                    seed: int = 0) -> tuple[KNNBlock, list[float]]:
+    """Fit the deep kNN block on the cached bank features (the backbone stays frozen: it is not
+    even run). lam defaults to `default_lambda(layers)`; the heads are independent, so training
+    several layers at once equals training each alone with the same lam. Returns the block (eval
+    mode) and the mean loss of every epoch."""
+    lam = default_lambda(layers) if lam is None else lam
+    check_lambda(lam)
+    hists = knn_histograms(bank, layers, k, metric)
+    hist = {layer: torch.from_numpy(h) for layer, h in hists.items()}
+    labels = {layer: torch.from_numpy(majority(h)) for layer, h in hists.items()}
+    feats = {layer: torch.from_numpy(bank.features[layer]) for layer in layers}
+    with torch.random.fork_rng(devices=[]):   # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        block = KNNBlock({layer: f.shape[1] for layer, f in feats.items()}, bank.num_classes)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(block.parameters(), lr=lr)
+    history = []
+    block.train()
+    for _ in range(epochs):
+        total = 0.0
+        for idx in torch.randperm(len(bank.labels), generator=gen).split(batch_size):
+            loss = block_loss(block({l: f[idx] for l, f in feats.items()}), {l: h[idx] for l, h in hist.items()},
+                              {l: y[idx] for l, y in labels.items()}, lam).sum()
+            opt.zero_grad()
+            (loss / len(idx)).backward()
+            opt.step()
+            total += loss.item()
+        history.append(total / len(bank.labels))
+    return block.eval(), history
+
+
+@torch.no_grad()
+def knn_agreement(block: KNNBlock, bank: FeatureBank, features: dict[str, np.ndarray], layers, k: int,
+                  metric: str) -> dict[str, float]:
+    """Per layer, the fraction of held-out inputs whose head argmax equals their real kNN label."""
+    device = next(block.parameters()).device
+    logits = block({layer: torch.as_tensor(features[layer], dtype=torch.float32, device=device) for layer in layers})
+    return {layer: float((logits[layer].argmax(1).cpu().numpy() ==
+                          majority(knn_votes(bank, layer, metric, features[layer], k))).mean()) for layer in layers}
+
+
+class AdvKnnAttack(Attack):
+    """AdvKnn on the DkNN layers `layers`: sign-gradient ascent of sum_l KL(q_l(x) || softmax
+    g_l(x')) + lam * CE(g_l(x'), kNN label of x), with q_l(x) the clean input's real K-NN
+    histogram from the bank and g_l the trained block's head (lam: see `default_lambda`)."""
+
+    def __init__(self, block: KNNBlock, bank: FeatureBank, layers, eps: float, k: int = 5, metric: str = "cosine",
+                 lam: float | None = None, steps: int = 20, step_size: float = 2 / 255, random_start: bool = True):
+        super().__init__(eps, steps, step_size, random_start)
+        if not layers:
+            raise ParamError("layers is empty; AdvKnn needs at least one layer")
+        choice("metric", metric, METRICS)
+        bank.check(layers, k, "k")
+        missing = [layer for layer in layers if layer not in block.heads]
+        if missing:
+            raise ParamError(f"layers lists {', '.join(missing)}, which the kNN block has no head for "
+                             f"(it has: {', '.join(block.layers)}); retrain the block on these layers")
+        self.lam = default_lambda(layers) if lam is None else lam
+        check_lambda(self.lam)
+        self.block, self.bank, self.layers, self.k, self.metric = block, bank, list(layers), k, metric
+
+    @torch.no_grad()
+    def prepare(self, model, x, y):
+        self.block.to(x.device).eval()
+        clean = model.features(x, self.layers)
+        hists = {layer: knn_votes(self.bank, layer, self.metric, clean[layer], self.k) for layer in self.layers}
+        return ({layer: torch.from_numpy(h).to(x.device) for layer, h in hists.items()},
+                {layer: torch.from_numpy(majority(h)).to(x.device) for layer, h in hists.items()})
+
+    def loss(self, model, x_adv, y, context) -> torch.Tensor:
+        hist, labels = context
+        return block_loss(self.block(model.features(x_adv, self.layers)), hist, labels, self.lam)

@@ -1,0 +1,141 @@
+"""ASK-Atk: the Adversarial Soft kNN attack (Wang et al., "ASK: Adversarial Soft k-Nearest
+Neighbor Attack and Defense", Section 3 and Algorithm 2).
+
+For every clean input the references are found once per attacked layer from the stored feature
+bank: X+ = the K+ nearest bank points of the true class, X- = the K- nearest bank points of
+every other class (or K- random ones, Appendix D Table 7). The attack then ascends
+sum_l omega_l L_ask^l (attack form, S = exp of the mean similarity) with sign steps inside the
+l_inf ball. Only the perturbed input goes through the network, and only up to the deepest
+attacked layer; the references' features come from the bank.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from askknn.attacks.base import Attack
+from askknn.bank import FeatureBank
+from askknn.losses import ask_loss, similarity
+from askknn.params import METRICS, ParamError, choice
+
+TARGETS = (None, "nearest", "random")
+
+
+def per_layer(name: str, value, layers) -> dict[str, float]:
+    values = value if isinstance(value, dict) else {layer: value for layer in layers}
+    missing = [layer for layer in layers if layer not in values]
+    if missing:
+        raise ParamError(f"{name} gives no value for layer(s) {', '.join(missing)}")
+    return {layer: float(values[layer]) for layer in layers}
+
+
+def class_mean_references(vectors: np.ndarray, idx: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
+    """Mean (B, C, D) of the first sizes[b, c] references idx[b, c] of each class.
+
+    For cosine, mean_k cos(f, r_k) = f_hat . mean_k r_hat_k, so the attack-form logits need one
+    vector per class instead of K: the same loss with K times less work per step.
+    """
+    flat = idx[np.arange(idx.shape[2]) < sizes[..., None]]
+    offsets = np.concatenate([[0], np.cumsum(sizes.ravel())[:-1]])
+    means = torch.nn.functional.embedding_bag(torch.from_numpy(flat), torch.from_numpy(vectors),
+                                              torch.from_numpy(offsets), mode="mean")
+    return means.view(*sizes.shape, -1)
+
+
+class ASKAttack(Attack):
+    """Non-targeted or targeted ASK-Atk on the DkNN layers `layers` (paper eq. 4-5).
+
+    tau: temperature, one number or a {layer: tau} dict; omega: {layer: weight} summing to 1
+    (default: equal weights); k_pos / k_neg: K+ and K-; target: None (non-targeted), "nearest"
+    (the class whose K- nearest references are closest on average at the first attacked layer)
+    or "random"; random_negatives: draw X- at random from each class instead of by kNN search.
+    """
+
+    def __init__(self, bank: FeatureBank, layers, eps: float, metric: str = "cosine", tau=0.03, omega=None,
+                 k_pos: int = 5, k_neg: int = 5, target: str | None = None, random_negatives: bool = False,
+                 steps: int = 20, step_size: float = 2 / 255, random_start: bool = True):
+        super().__init__(eps, steps, step_size, random_start)
+        choice("metric", metric, METRICS)
+        choice("target", target, TARGETS)
+        bank.check(layers, k_pos, "k_pos (K+)")
+        bank.check(layers, k_neg, "k_neg (K-)")
+        if k_pos < 1 or k_neg < 1:
+            raise ParamError(f"k_pos = {k_pos} and k_neg = {k_neg} must be at least 1")
+        self.tau = per_layer("tau", tau, layers)
+        if min(self.tau.values()) <= 0:
+            raise ParamError(f"tau = {tau} must be positive")
+        self.omega = per_layer("omega", omega if omega is not None else 1 / len(layers), layers)
+        if abs(sum(self.omega.values()) - 1) > 1e-6 or min(self.omega.values()) < 0:
+            raise ParamError(f"omega = {omega} must be non-negative weights summing to 1")
+        self.bank, self.layers, self.metric = bank, list(layers), metric
+        self.k_pos, self.k_neg, self.target, self.random_negatives = k_pos, k_neg, target, random_negatives
+
+    def reference_indices(self, features: np.ndarray, y: np.ndarray, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """Bank indices (B, C, max(K+, K-)) of each class's references, and the mean distance (B, C)
+        from each input to the K- nearest bank points of each class."""
+        dist, idx = self.bank.search_per_class(layer, self.metric, features, max(self.k_pos, self.k_neg))
+        if self.random_negatives:
+            for c, members in enumerate(self.bank.class_members):
+                idx[:, c, :self.k_neg] = members[torch.randint(len(members), (len(y), self.k_neg)).numpy()]
+        return idx, dist[:, :, :self.k_neg].mean(-1)
+
+    def references(self, layer: str, idx: np.ndarray, y: np.ndarray, device) -> tuple:
+        """What the loss needs per layer: reference vectors (B, R, D), their labels (B, R) and, for
+        l2, their squared norms; for cosine, one mean unit vector per class (see class_mean_references)."""
+        sizes = np.full(idx.shape[:2], self.k_neg)
+        sizes[np.arange(len(y)), y] = self.k_pos
+        vectors = self.bank.vectors(layer, self.metric)
+        if self.metric == "cosine":
+            classes = torch.arange(self.bank.num_classes, device=device).expand(len(y), -1)
+            return class_mean_references(vectors, idx, sizes).to(device), classes, None
+        flat = idx[np.arange(idx.shape[2]) < sizes[..., None]].reshape(len(y), -1)
+        refs = torch.from_numpy(vectors[flat]).to(device)
+        return refs, torch.from_numpy(self.bank.labels[flat]).to(device), refs.pow(2).sum(-1)
+
+    def choose_target(self, y: torch.Tensor, mean_dist: np.ndarray) -> torch.Tensor | None:
+        if self.target is None:
+            return None
+        if self.target == "random":
+            shift = torch.randint(1, self.bank.num_classes, y.shape, device=y.device)
+            return (y + shift) % self.bank.num_classes
+        mean_dist = mean_dist.copy()
+        mean_dist[np.arange(len(y)), y.cpu().numpy()] = np.inf
+        return torch.from_numpy(mean_dist.argmin(1)).to(y.device)
+
+    @torch.no_grad()
+    def prepare(self, model, x, y):
+        clean = model.features(x, self.layers)
+        y_np = y.cpu().numpy()
+        refs, target = {}, None
+        for i, layer in enumerate(self.layers):
+            idx, mean_dist = self.reference_indices(clean[layer].cpu().numpy(), y_np, layer)
+            refs[layer] = self.references(layer, idx, y_np, x.device)
+            if i == 0:
+                target = self.choose_target(y, mean_dist)
+        return refs, target
+
+    def loss(self, model, x_adv, y, context) -> torch.Tensor:
+        refs, target = context
+        feats = model.features(x_adv, self.layers)
+        return sum(self.omega[layer] * ask_loss(
+            similarity(feats[layer], vectors, self.metric, self.tau[layer], True, sq_norms),
+            labels, y, self.bank.num_classes, "attack", target) for layer, (vectors, labels, sq_norms) in refs.items())
+
+
+class SharedReferenceASK(Attack):
+    """ASK-Def's generator G2 (paper eq. 7): ascend the defense-form ASK loss at one layer against
+    a reference batch shared by all inputs (the images and their labels are given)."""
+
+    def __init__(self, refs: torch.Tensor, ref_labels: torch.Tensor, num_classes: int, layer: str, metric: str,
+                 tau: float, eps: float, steps: int, step_size: float, train_mode: bool = False):
+        super().__init__(eps, steps, step_size, train_mode=train_mode)
+        self.refs, self.ref_labels, self.num_classes = refs, ref_labels, num_classes
+        self.layer, self.metric, self.tau = layer, metric, tau
+
+    @torch.no_grad()
+    def prepare(self, model, x, y):
+        return model.features(self.refs, [self.layer])[self.layer]
+
+    def loss(self, model, x_adv, y, ref_features) -> torch.Tensor:
+        sim = similarity(model.features(x_adv, [self.layer])[self.layer], ref_features, self.metric, self.tau)
+        return ask_loss(sim, self.ref_labels.expand(len(y), -1), y, self.num_classes, "defense")

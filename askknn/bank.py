@@ -1,0 +1,124 @@
+"""The feature bank: block outputs of the bank images, stored once, searched with faiss.
+
+Cosine search is Euclidean search on L2-normalised features (same ranking). Indices are exact
+(`IndexFlatL2`), built lazily per (layer, metric) and, for class-restricted searches, per class.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from askknn.data import to_float
+from askknn.io import load_npz, save_npz
+from askknn.params import METRICS, ParamError
+
+
+def as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def in_metric(x: np.ndarray, metric: str) -> np.ndarray:
+    """Features in the geometry where Euclidean search ranks by `metric`."""
+    if metric not in METRICS:
+        raise ParamError(f"metric {metric!r} is unknown; choose one of: {', '.join(METRICS)}")
+    return normalise(x) if metric == "cosine" else x
+
+
+@torch.no_grad()
+def extract_features(model, images: torch.Tensor, layers, batch_size: int = 256,
+                     device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """Flattened block outputs of uint8 `images` at `layers`, as float32 arrays."""
+    model.eval()
+    chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start:start + batch_size].to(device))
+        for layer, f in model.features(x, layers).items():
+            chunks[layer].append(f.float().cpu().numpy())
+    return {layer: np.concatenate(parts) for layer, parts in chunks.items()}
+
+
+def flat_index(vectors: np.ndarray) -> faiss.Index:
+    index = faiss.IndexFlatL2(vectors.shape[1])
+    if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), torch.cuda.current_device(), index)
+    index.add(vectors)
+    return index
+
+
+class FeatureBank:
+    """Features (per layer) and labels of the bank; exact kNN search over them."""
+
+    def __init__(self, features: dict[str, np.ndarray], labels: np.ndarray):
+        self.features = {k: as_numpy(v) for k, v in features.items()}
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.num_classes = int(self.labels.max()) + 1
+        self.class_members = [np.flatnonzero(self.labels == c) for c in range(self.num_classes)]
+        self._indices: dict[tuple, faiss.Index] = {}
+        self._vectors: dict[tuple, np.ndarray] = {}
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.features)
+
+    def smallest_class(self) -> int:
+        return min(len(m) for m in self.class_members)
+
+    def check(self, layers, k: int, what: str = "k") -> None:
+        for layer in layers:
+            if layer not in self.features:
+                raise ParamError(f"layer {layer!r} is not in the feature bank (it holds {', '.join(self.layers)}); "
+                                 f"add it to dknn.layers and re-run the bank stage")
+        if k > self.smallest_class():
+            raise ParamError(f"{what} = {k} is larger than a class's share of the bank ({self.smallest_class()})")
+
+    def vectors(self, layer: str, metric: str) -> np.ndarray:
+        """Bank features of `layer` in `metric`'s geometry (normalised for cosine), cached."""
+        key = (layer, metric)
+        if key not in self._vectors:
+            self._vectors[key] = np.ascontiguousarray(in_metric(self.features[layer], metric))
+        return self._vectors[key]
+
+    def _index(self, layer: str, metric: str, cls: int | None = None) -> faiss.Index:
+        key = (layer, metric, cls)
+        if key not in self._indices:
+            vectors = self.vectors(layer, metric)
+            self._indices[key] = flat_index(vectors if cls is None else vectors[self.class_members[cls]])
+        return self._indices[key]
+
+    def search(self, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances and bank indices of the k nearest bank points, nearest first."""
+        q = in_metric(as_numpy(queries), metric)
+        return self._index(layer, metric).search(q, k)
+
+    def search_per_class(self, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """For every class, the k nearest bank points of that class: arrays of shape (B, C, k)."""
+        q = in_metric(as_numpy(queries), metric)
+        dist = np.empty((len(q), self.num_classes, k), dtype=np.float32)
+        idx = np.empty((len(q), self.num_classes, k), dtype=np.int64)
+        for c in range(self.num_classes):
+            d, i = self._index(layer, metric, c).search(q, k)
+            dist[:, c], idx[:, c] = d, self.class_members[c][i]
+        return dist, idx
+
+    # ------------------------------------------------------------ storage
+    def save(self, path: str | Path, **extra: np.ndarray) -> None:
+        save_npz(path, labels=self.labels, **{f"feat_{k}": v for k, v in self.features.items()}, **extra)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple["FeatureBank", dict[str, np.ndarray]]:
+        """The bank and any extra arrays stored beside it (e.g. held-out features)."""
+        path = Path(path)
+        if not path.exists():
+            raise ParamError(f"feature bank {path} is missing; run the bank stage first (dvc repro)")
+        arrays = load_npz(path)
+        feats = {k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("feat_")}
+        return cls(feats, arrays.pop("labels")), arrays

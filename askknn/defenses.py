@@ -1,0 +1,96 @@
+"""The training methods: AT, and the two defenses that add one loss term to it.
+
+- `at`: Madry PGD-AT, CE on PGD examples only.
+- `askdef`: ASK-Def (paper Algorithm 1, eq. 6-7): + lambda * defense-form ASK loss at one layer on
+  G2's examples, against a reference batch of `refs_per_class` random training images per class
+  plus their PGD copies. The reference labels are tiled to match the images (the authors' code
+  interleaves them and so mislabels half the references; fixed here).
+- `atsnn`: + beta * soft nearest neighbour loss at one layer.
+"""
+from __future__ import annotations
+
+import torch
+
+from askknn.attacks.ask import SharedReferenceASK
+from askknn.data import PreparedData, to_float
+from askknn.losses import ask_loss, similarity, snn_loss
+from askknn.params import METRICS, ParamError, choice, in_range, layers_of
+from askknn.training import TrainConfig
+
+METHODS = ("at", "askdef", "atsnn")
+
+
+class AskDefTerm:
+    """lambda * L_ask (defense form) on conv-layer features of G2(x) against a fresh reference batch."""
+
+    layers: list = []   # needs nothing from the main forward pass
+
+    def __init__(self, data: PreparedData, cfg: TrainConfig, lam: float, tau: float, metric: str, layer: str,
+                 refs_per_class: int, eps: int, steps: int, step_size: float):
+        self.x_train, self.y_train = data.split("train")
+        self.members = [torch.nonzero(self.y_train == c).squeeze(1) for c in range(data.num_classes)]
+        self.num_classes, self.g1 = data.num_classes, cfg.pgd()
+        self.lam, self.tau, self.metric, self.layer, self.refs_per_class = lam, tau, metric, layer, refs_per_class
+        self.g2 = dict(eps=eps / 255, steps=steps, step_size=step_size / 255, train_mode=cfg.attack_mode == "train")
+
+    def reference_batch(self, model, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """refs_per_class random training images of every class, then their PGD copies; labels aligned."""
+        picks = [m[torch.randint(len(m), (self.refs_per_class,))] for m in self.members]
+        idx = torch.cat(picks)
+        x, y = to_float(self.x_train[idx]).to(device), self.y_train[idx].to(device)
+        return torch.cat([x, self.g1(model, x, y)]), torch.cat([y, y])
+
+    def __call__(self, model, x, y, x_adv, feats) -> torch.Tensor:
+        refs, ref_labels = self.reference_batch(model, x.device)
+        g2 = SharedReferenceASK(refs, ref_labels, self.num_classes, self.layer, self.metric, self.tau, **self.g2)
+        x_adv2 = g2(model, x, y)
+        model.train()
+        both = model.features(torch.cat([x_adv2, refs]), [self.layer])[self.layer]
+        sim = similarity(both[:len(x)], both[len(x):], self.metric, self.tau)
+        return self.lam * ask_loss(sim, ref_labels.expand(len(x), -1), y, self.num_classes, "defense").mean()
+
+
+class SnnTerm:
+    """beta * soft nearest neighbour loss on one layer's features of the clean or adversarial batch."""
+
+    def __init__(self, beta: float, temperature: float, distance: str, layer: str, features: str):
+        self.beta, self.temperature, self.distance, self.layer = beta, temperature, distance, layer
+        self.adversarial = features == "adversarial"
+        self.layers = [layer] if self.adversarial else []
+
+    def __call__(self, model, x, y, x_adv, feats) -> torch.Tensor:
+        f = feats[self.layer] if self.adversarial else model.features(x, [self.layer])[self.layer]
+        return self.beta * snn_loss(f, y, self.temperature, self.distance)
+
+
+def extra_term(method: str, params: dict, data: PreparedData, cfg: TrainConfig):
+    """The loss term `method` adds to AT, or None (AT itself, or a defense whose weight is 0)."""
+    p = params["methods"][method]
+    if method == "askdef" and p["lam"] > 0:
+        return AskDefTerm(data, cfg, p["lam"], p["tau"], p["metric"], p["layer"], p["refs_per_class"],
+                          p["eps"], p["steps"], p["step_size"])
+    if method == "atsnn" and p["beta"] > 0:
+        return SnnTerm(p["beta"], p["temperature"], p["distance"], p["layer"], p["features"])
+    return None
+
+
+def check_methods(params: dict) -> None:
+    methods = params.get("methods", {})
+    for method in METHODS:
+        if method not in methods:
+            raise ParamError(f"methods.{method} is missing from the preset; every preset configures "
+                             f"{', '.join(METHODS)}")
+    ask, snn = methods["askdef"], methods["atsnn"]
+    in_range("methods.askdef.lam", ask["lam"], 0, 1e6)
+    if not ask["tau"] > 0:
+        raise ParamError(f"methods.askdef.tau = {ask['tau']} must be positive")
+    choice("methods.askdef.metric", ask["metric"], METRICS)
+    layers_of("methods.askdef.layer", [ask["layer"]])
+    in_range("methods.askdef.refs_per_class", ask["refs_per_class"], 1, 10**4, integer=True)
+    in_range("methods.askdef.eps", ask["eps"], 0, 255, integer=True)
+    in_range("methods.atsnn.beta", snn["beta"], 0, 1e6)
+    if not snn["temperature"] > 0:
+        raise ParamError(f"methods.atsnn.temperature = {snn['temperature']} must be positive")
+    choice("methods.atsnn.distance", snn["distance"], ["cosine", "sqeuclidean"])
+    choice("methods.atsnn.features", snn["features"], ["adversarial", "clean"])
+    layers_of("methods.atsnn.layer", [snn["layer"]])

@@ -1,0 +1,50 @@
+"""The Deep kNN classifier as the ASK paper uses it (eq. 1).
+
+At each selected layer the K nearest bank points vote; p_l^c(x) is the fraction of them with
+label c, and the prediction is argmax_c sum_l p_l^c(x). Ties go to the smallest class index.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from askknn.bank import FeatureBank, extract_features
+from askknn.params import ParamError
+
+
+class DeepKNN:
+    def __init__(self, bank: FeatureBank, layers, k: int = 5, metric: str = "cosine"):
+        if not layers:
+            raise ParamError("DeepKNN needs at least one layer")
+        bank.check(layers, k, "dknn.k")
+        self.bank, self.layers, self.k, self.metric = bank, list(layers), k, metric
+
+    def neighbour_labels(self, features: dict) -> dict[str, np.ndarray]:
+        """Labels (B, K) of the K nearest bank points at each layer."""
+        return {layer: self.bank.labels[self.bank.search(layer, self.metric, features[layer], self.k)[1]]
+                for layer in self.layers}
+
+    def class_scores(self, features: dict) -> np.ndarray:
+        """sum_l p_l^c(x), shape (B, C)."""
+        scores = 0.0
+        for labels in self.neighbour_labels(features).values():
+            one_hot = labels[..., None] == np.arange(self.bank.num_classes)
+            scores = scores + one_hot.mean(axis=1)
+        return scores
+
+    def predict(self, features: dict) -> np.ndarray:
+        return self.class_scores(features).argmax(axis=1)  # argmax keeps the first: smallest class on ties
+
+    def predict_images(self, model, images: torch.Tensor, batch_size: int = 256, device="cpu") -> np.ndarray:
+        """Predictions for uint8 images, computing features only up to the deepest layer."""
+        return self.predict(extract_features(model, images, self.layers, batch_size, device))
+
+    def predict_inputs(self, model, x: torch.Tensor) -> np.ndarray:
+        """Predictions for float inputs in [0, 1] (e.g. adversarial examples)."""
+        model.eval()
+        with torch.no_grad():
+            return self.predict(model.features(x, self.layers))
+
+
+def accuracy(pred, labels) -> float:
+    return float((np.asarray(pred) == np.asarray(labels)).mean())

@@ -1,0 +1,91 @@
+"""The ASK loss (paper eq. 2) in its attack and defense forms, and the soft nearest neighbour loss.
+
+All reductions go through log-sum-exp, so the losses stay finite for tiny temperatures and
+far-apart features. Losses are returned per example; callers reduce.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from askknn.params import METRICS, ParamError
+
+
+def similarity(features: torch.Tensor, refs: torch.Tensor, metric: str, tau: float,
+               refs_normalised: bool = False, ref_sq_norms: torch.Tensor | None = None) -> torch.Tensor:
+    """A(x', r) for features (B, D) against per-example references (B, R, D) or references
+    shared by the whole batch (R, D): shape (B, R).
+
+    cosine: cos(f, r) / tau;  l2: -||f - r||_2 / tau (plain, not squared, distance).
+    For constant references (bank features) the per-step work is cut: `refs_normalised` says
+    cosine references are already unit vectors; `ref_sq_norms` gives the l2 references' ||r||^2.
+    """
+    dot = "bd,rd->br" if refs.dim() == 2 else "bd,brd->br"
+    if metric == "cosine":
+        r = refs if refs_normalised else F.normalize(refs, dim=-1)
+        return torch.einsum(dot, F.normalize(features, dim=-1), r) / tau
+    if metric == "l2":
+        r_sq = refs.pow(2).sum(-1) if ref_sq_norms is None else ref_sq_norms
+        sq = (features.pow(2).sum(-1, keepdim=True) + r_sq
+              - 2 * torch.einsum(dot, features, refs))
+        return -sq.clamp_min(1e-12).sqrt() / tau
+    raise ParamError(f"metric {metric!r} is unknown; choose one of: {', '.join(METRICS)}")
+
+
+def _class_mask(ref_labels: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor | None:
+    """For the targeted variant, keep only references of the true and the target class."""
+    if target is None:
+        return None
+    return (ref_labels == y[:, None]) | (ref_labels == target[:, None])
+
+
+def ask_loss(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_classes: int,
+             form: str = "attack", target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example ASK loss -log(S_y / sum_c S_c) from similarities (B, R) to labelled references.
+
+    form="attack": S_c = exp(mean_k A) (paper Section 3), i.e. cross-entropy on class logits
+    z_c = mean similarity to class c's references. form="defense": S_c = sum_k exp(A) (Section 4).
+    `target` (B,) restricts the out-of-class sum to one class (the targeted attack).
+    """
+    keep = _class_mask(ref_labels, y, target)
+    if form == "attack":
+        one_hot = F.one_hot(ref_labels, num_classes).to(sim.dtype)      # (B, R, C)
+        counts = one_hot.sum(1)
+        logits = torch.einsum("br,brc->bc", sim, one_hot) / counts.clamp_min(1)
+        absent = counts == 0
+        if target is not None:
+            present = F.one_hot(y, num_classes).bool() | F.one_hot(target, num_classes).bool()
+            absent = absent | ~present
+        logits = logits.masked_fill(absent, float("-inf"))
+        return torch.logsumexp(logits, 1) - logits.gather(1, y[:, None]).squeeze(1)
+    if form == "defense":
+        all_refs = sim if keep is None else sim.masked_fill(~keep, float("-inf"))
+        same = sim.masked_fill(ref_labels != y[:, None], float("-inf"))
+        return torch.logsumexp(all_refs, 1) - torch.logsumexp(same, 1)
+    raise ParamError(f"ASK loss form {form!r} is unknown; choose 'attack' or 'defense'")
+
+
+def snn_loss(features: torch.Tensor, y: torch.Tensor, temperature: float,
+             distance: str = "cosine") -> torch.Tensor:
+    """Soft nearest neighbour loss (Frosst, Papernot & Hinton 2019), mean over the batch.
+
+    -log( sum_{j != i, y_j = y_i} exp(-d_ij / T) / sum_{k != i} exp(-d_ik / T) ), with d the
+    squared Euclidean ("sqeuclidean") or cosine distance. A sample with no same-class partner
+    in the batch has no defined term and is left out of the mean; a batch with none returns 0.
+    """
+    if distance == "sqeuclidean":
+        sq = features.pow(2).sum(1)
+        d = (sq[:, None] + sq[None, :] - 2 * features @ features.T).clamp_min(0)
+    elif distance == "cosine":
+        f = F.normalize(features, dim=1)
+        d = 1 - f @ f.T
+    else:
+        raise ParamError(f"snn distance {distance!r} is unknown; choose 'sqeuclidean' or 'cosine'")
+    eye = torch.eye(len(y), dtype=torch.bool, device=features.device)
+    logits = (-d / temperature).masked_fill(eye, float("-inf"))
+    same = (y[:, None] == y[None, :]) & ~eye
+    has_partner = same.any(1)
+    if not has_partner.any():
+        return features.sum() * 0
+    per_example = torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, float("-inf")), 1)
+    return per_example[has_partner].mean()

@@ -1,0 +1,64 @@
+"""What every stage needs: device, seeding, paths and the trained models."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from askknn.data import PreparedData
+from askknn.io import load_torch
+from askknn.models import create_model
+
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+BANKS = Path("banks")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+REPORTS = Path("reports")
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def config_hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def model_path(method: str) -> Path:
+    return MODELS / f"{method}.pt"
+
+
+def bank_path(method: str) -> Path:
+    return BANKS / f"{method}.npz"
+
+
+def new_model(params: dict, data: PreparedData):
+    return create_model(params["model"]["name"], num_classes=data.num_classes, in_channels=data.channels)
+
+
+def load_trained(method: str, params: dict, data: PreparedData):
+    path = model_path(method)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run the training stage first (dvc repro train@{method})")
+    model = new_model(params, data)
+    model.load_state_dict(load_torch(path))
+    return model.to(device()).eval()
+
+
+def layer_set_name(layers) -> str:
+    return "+".join(layers)

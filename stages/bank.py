@@ -1,0 +1,26 @@
+"""Stage bank@<method>: features of the bank and the held-out images at the DkNN layers."""
+import argparse
+
+from askknn.bank import FeatureBank, extract_features
+from askknn.data import PreparedData
+from askknn.params import load_params
+from askknn.runtime import PREPARED, bank_path, device, load_trained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("method")
+    method = parser.parse_args().method
+    params = load_params()
+    data = PreparedData(PREPARED)
+    model = load_trained(method, params, data)
+    layers, batch = params["dknn"]["layers"], params["dknn"]["batch_size"]
+    x_bank, y_bank = data.split("bank")
+    x_val, y_val = data.split("val")
+    held_out = extract_features(model, x_val, layers, batch, device())
+    bank = FeatureBank(extract_features(model, x_bank, layers, batch, device()), y_bank.numpy())
+    bank.save(bank_path(method), val_labels=y_val.numpy(), **{f"val_{k}": v for k, v in held_out.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Stage prepare: load the dataset, store it as uint8 arrays, draw the splits from one seed."""
+from askknn.data import load_dataset, make_splits, save_prepared
+from askknn.io import write_json
+from askknn.params import load_params
+from askknn.runtime import METRICS, PREPARED
+
+
+def main() -> None:
+    data = load_params()["data"]
+    dataset = load_dataset(data["dataset"], data["source"], data["root"], data["seed"])
+    splits = make_splits(dataset.y_train, dataset.y_test, val_size=data["val_size"], bank_size=data["bank_size"],
+                         eval_size=data["eval_size"], train_size=data.get("train_size"), seed=data["seed"])
+    save_prepared(PREPARED, dataset, splits)
+    write_json(METRICS / "data.json", {"dataset": data["dataset"], "image_shape": list(dataset.x_train.shape[1:]),
+                                       **{f"{k}_images": int(len(v)) for k, v in splits.items()}})
+
+
+if __name__ == "__main__":
+    main()

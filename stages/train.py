@@ -1,0 +1,41 @@
+"""Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.pt."""
+import argparse
+
+from askknn.data import PreparedData
+from askknn.defenses import METHODS, extra_term
+from askknn.io import save_torch, write_json, write_text
+from askknn.params import choice, load_params
+from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, file_digest, model_path, new_model,
+                            seed_everything)
+from askknn.training import TrainConfig, train_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("method")
+    method = parser.parse_args().method
+    choice("method", method, METHODS)
+    params = load_params()
+    cfg = TrainConfig.from_params(params["train"])
+    seed_everything(cfg.seed)
+    data = PreparedData(PREPARED)
+    model = new_model(params, data)
+    term = extra_term(method, params, data, cfg)
+    # The checkpoint is named by the full configuration, so a changed setting never resumes a stale run.
+    key = config_hash(file_digest(PREPARED / "splits.npz"), params["model"], params["train"], params["methods"][method])
+    checkpoint = MODELS / "checkpoints" / f"{method}-{key}.pt"
+    history = train_model(model, data, cfg, checkpoint, term, device())
+    save_torch(model_path(method), model.state_dict())
+    rows = ["epoch,train_loss,val_loss,val_clean_accuracy,val_pgd_accuracy,epoch_seconds"]
+    rows += [",".join(str(h[c]) for c in rows[0].split(",")) for h in history]
+    write_text(PLOTS / f"train_{method}.csv", "\n".join(rows) + "\n")
+    last = history[-1]
+    write_json(METRICS / "train" / f"{method}.json", {
+        "epochs": last["epoch"], "val_clean_accuracy": last["val_clean_accuracy"],
+        "val_pgd_accuracy": last["val_pgd_accuracy"],
+        "epoch_seconds": sum(h["epoch_seconds"] for h in history) / len(history)})
+    checkpoint.unlink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Shared fixtures: scikit-learn's digits, a small CNN trained on them in seconds, and its bank."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from askknn.bank import FeatureBank, extract_features
+from askknn.data import balanced_sample, load_digits_dataset, to_float
+from askknn.dknn import DeepKNN
+from askknn.models import create_model
+
+LAYERS = ["conv3", "conv4"]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_digits_dataset(seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """small_cnn trained with plain CE on digits (about 95% test accuracy), in eval mode."""
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=10, in_channels=1)
+    x, y = to_float(torch.from_numpy(digits.x_train)), torch.from_numpy(digits.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        for idx in torch.randperm(len(y)).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_bank(digits, digits_model):
+    idx = balanced_sample(digits.y_train, np.arange(len(digits.y_train)), 60, np.random.default_rng(0), "bank")
+    feats = extract_features(digits_model, torch.from_numpy(digits.x_train[idx]), LAYERS)
+    return FeatureBank(feats, digits.y_train[idx])
+
+
+@pytest.fixture(scope="session")
+def digits_eval(digits):
+    """The first 100 test digits as float inputs and labels."""
+    return to_float(torch.from_numpy(digits.x_test[:100])), torch.from_numpy(digits.y_test[:100])
+
+
+@pytest.fixture(scope="session")
+def digits_dknn(digits_bank):
+    return DeepKNN(digits_bank, ["conv4"], k=5, metric="cosine")
