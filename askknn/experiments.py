@@ -59,8 +59,11 @@ class AttackSuite:
     def dknn_atk(self, layers, metric: str, eps: int, **options):
         cfg = self.cfg["dknn_atk"]
         eta = dknn_thresholds(self.bank, self.held_out, layers, self.k, metric)
+        common = self.common(eps)
+        if cfg["optimizer"] == "adam":
+            common["steps"] = cfg["adam_steps"]
         make = lambda **h: DkNNAttack(self.bank, layers, thresholds=eta, metric=metric, guides=cfg["guides"],
-                                      optimizer=cfg["optimizer"], adam_lr=cfg["adam_lr"], **self.common(eps), **h)
+                                      optimizer=cfg["optimizer"], adam_lr=cfg["adam_lr"], **common, **h)
         return make, [{"steepness": a} for a in cfg["steepness_grid"]]
 
     def advknn(self, layers, metric: str, eps: int, **options):

@@ -22,6 +22,7 @@ METHOD_NAMES = {"at": "AT", "askdef": "ASK-Def", "atsnn": "AT+SNN"}
 ATTACK_NAMES = {"ask": "ASK-Atk", "advknn": "AdvKnn", "dknn_atk": "DkNN-Atk"}
 ATTACKS = ("ask", "advknn", "dknn_atk")
 FIGURES = REPORTS / "figures"
+PLOT_DATA = REPORTS / "plots"
 
 
 def pct(value: float) -> str:
@@ -52,6 +53,12 @@ def save_figure(fig, name: str) -> str:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return f"![{name}](figures/{name}.png)\n"
+
+
+def save_points(name: str, df: pd.DataFrame) -> None:
+    """A figure's numbers as CSV, for `dvc plots` (declared in dvc.yaml)."""
+    with atomic_path(PLOT_DATA / f"{name}.csv") as tmp:
+        df.to_csv(tmp, index=False)
 
 
 # ------------------------------------------------------------------ sections
@@ -117,6 +124,8 @@ def table1(params) -> str:
         out.append(f"\n### {metric} similarity (clean DkNN accuracy: "
                    + ", ".join(f"{n} {pct(cells['ask'][n]['clean_accuracy'])}" for n in names) + ")\n\n")
         out.append(markdown(pd.DataFrame(rows).T))
+        success = pd.DataFrame({ATTACK_NAMES[a]: {n: pct(cells[a][n]["success_rate"]) for n in names} for a in ATTACKS})
+        out.append("\nAttack success rate on the images the clean DkNN classifies correctly:\n\n" + markdown(success))
         tuned = "; ".join(f"{n}: {cells['ask'][n]['chosen']}" for n in names)
         out.append(f"\nASK-Atk hyper-parameters chosen on the first batch: {tuned}.\n")
     out.append(verdict(holds, total, "ASK-Atk strongest"))
@@ -137,12 +146,14 @@ def advknn_block(params) -> str:
 
 def eps_curves(params) -> str:
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    rows = {}
+    rows, curves = {}, {}
     for a in ATTACKS:
         points = read_json(METRICS / "eps_sweep" / f"{a}.json")["points"]
         eps = sorted(points, key=int)
-        ax.plot([int(e) for e in eps], [100 * points[e]["accuracy"] for e in eps], marker="o", label=ATTACK_NAMES[a])
+        curves[ATTACK_NAMES[a]] = [100 * points[e]["accuracy"] for e in eps]
+        ax.plot([int(e) for e in eps], curves[ATTACK_NAMES[a]], marker="o", label=ATTACK_NAMES[a])
         rows[ATTACK_NAMES[a]] = {f"eps {e}": pct(points[e]["accuracy"]) for e in eps}
+    save_points("figure1_left", pd.DataFrame({"eps": [int(e) for e in eps], **curves}))
     layers = layer_set_name(params["experiments"]["sweep_layers"])
     ax.set(title=f"DkNN ({layers}, cosine) under attack", xlabel="eps (/255)", ylabel="accuracy %")
     ax.legend()
@@ -242,12 +253,16 @@ def defense_figures(params) -> str:
     exp = params["experiments"]
     runs = {m: read_json(METRICS / "defense" / f"{m}.json") for m in METHOD_NAMES}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for m, r in runs.items():
-        eps = sorted(r["eps_curve"], key=int)
-        axes[0].plot([int(e) for e in eps], [100 * r["eps_curve"][e]["accuracy"] for e in eps], marker="o",
-                     label=METHOD_NAMES[m])
-        axes[1].plot(exp["k_values"], [100 * r["k_curve"][str(k)]["accuracy"] for k in exp["k_values"]],
-                     marker="o", label=METHOD_NAMES[m])
+    eps = sorted(runs["at"]["eps_curve"], key=int)
+    by_eps = pd.DataFrame({"eps": [int(e) for e in eps], **{METHOD_NAMES[m]: [100 * r["eps_curve"][e]["accuracy"]
+                                                                            for e in eps] for m, r in runs.items()}})
+    by_k = pd.DataFrame({"K": exp["k_values"], **{METHOD_NAMES[m]: [100 * r["k_curve"][str(k)]["accuracy"]
+                                                                  for k in exp["k_values"]] for m, r in runs.items()}})
+    for name in METHOD_NAMES.values():
+        axes[0].plot(by_eps.eps, by_eps[name], marker="o", label=name)
+        axes[1].plot(by_k.K, by_k[name], marker="o", label=name)
+    save_points("figure1_right", by_eps)
+    save_points("figure5", by_k)
     layers = layer_set_name(exp["sweep_layers"])
     axes[0].set(title=f"Figure 1 right: ASK-Atk on {layers}", xlabel="eps (/255)", ylabel="DkNN accuracy %")
     axes[1].set(title=f"Figure 5: ASK-Atk against K ({layers})", xlabel="K", ylabel="DkNN accuracy %")

@@ -1,6 +1,7 @@
 """What every stage needs: device, seeding, paths and the trained models."""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import random
@@ -58,6 +59,15 @@ def load_trained(method: str, params: dict, data: PreparedData):
     model = new_model(params, data)
     model.load_state_dict(load_torch(path))
     return model.to(device()).eval()
+
+
+def stage_arguments(doc: str, *names: str, choices: dict | None = None) -> list[str]:
+    """The positional arguments of a stage (e.g. the method of `train@<method>`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in names:
+        parser.add_argument(name, choices=(choices or {}).get(name))
+    args = parser.parse_args()
+    return [getattr(args, name) for name in names]
 
 
 def layer_set_name(layers) -> str:

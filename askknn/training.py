@@ -113,7 +113,8 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
             group["lr"] = cfg.lr_at(epoch)
         order = torch.randperm(len(y_train))
         tic, total, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None)  # no bar when the output is not a terminal
         for start_idx in bar:
             idx = order[start_idx:start_idx + cfg.batch_size]
             x, y = to_float(x_train[idx]).to(device), y_train[idx].to(device)

@@ -1,20 +1,15 @@
 """Stage advknn_block@<metric>: AdvKnn's deep kNN block for the AT model, trained on the cached bank
 features (backbone frozen), and its agreement with the real kNN on held-out images."""
-import argparse
-
 from askknn.attacks.advknn import knn_agreement, train_knn_block
 from askknn.bank import FeatureBank
 from askknn.experiments import advknn_block_path
 from askknn.io import save_torch, write_json
-from askknn.params import METRICS as METRIC_NAMES, choice, load_params
-from askknn.runtime import METRICS, bank_path
+from askknn.params import METRICS as METRIC_NAMES, load_params
+from askknn.runtime import METRICS, bank_path, stage_arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("metric")
-    metric = parser.parse_args().metric
-    choice("metric", metric, METRIC_NAMES)
+    metric, = stage_arguments(__doc__, "metric", choices={"metric": METRIC_NAMES})
     params = load_params()
     cfg, k, layers = params["attacks"]["advknn"], params["dknn"]["k"], params["dknn"]["layers"]
     bank, extra = FeatureBank.load(bank_path("at"))

@@ -7,12 +7,10 @@ tau_k             Figure 4 left: fixed temperatures, K of attack = K of DkNN
 attacker_k        Figure 4 right: attacker's K against the DkNN's K
 k_pos_neg         Table 9: K+ against K- (DkNN K = K+)
 """
-import argparse
-
 from askknn.experiments import AttackSuite, layer_sets, summary
 from askknn.io import write_json
 from askknn.params import load_params
-from askknn.runtime import METRICS, layer_set_name
+from askknn.runtime import METRICS, layer_set_name, stage_arguments
 
 
 def targeted(suite, p):
@@ -62,9 +60,7 @@ EXPERIMENTS = {f.__name__: f for f in (targeted, random_negatives, cross_layers,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    name = parser.parse_args().experiment
+    name, = stage_arguments(__doc__, "experiment", choices={"experiment": sorted(EXPERIMENTS)})
     params = load_params()
     cells = EXPERIMENTS[name](AttackSuite(params, "at"), params)
     write_json(METRICS / "ask_appendix" / f"{name}.json", {"experiment": name, "eps": params["eps"], "cells": cells})

@@ -1,16 +1,13 @@
 """Stage bank@<method>: features of the bank and the held-out images at the DkNN layers."""
-import argparse
-
 from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData
+from askknn.defenses import METHODS
 from askknn.params import load_params
-from askknn.runtime import PREPARED, bank_path, device, load_trained
+from askknn.runtime import PREPARED, bank_path, device, load_trained, stage_arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("method")
-    method = parser.parse_args().method
+    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
     data = PreparedData(PREPARED)
     model = load_trained(method, params, data)

@@ -1,16 +1,12 @@
 """Stage eps_sweep@<attack>: DkNN accuracy of the AT model against the budget (Figure 1, left)."""
-import argparse
-
-from askknn.experiments import AttackSuite, summary
+from askknn.experiments import ATTACKS, AttackSuite, summary
 from askknn.io import write_json
 from askknn.params import load_params
-from askknn.runtime import METRICS, layer_set_name
+from askknn.runtime import METRICS, layer_set_name, stage_arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("attack")
-    attack = parser.parse_args().attack
+    attack, = stage_arguments(__doc__, "attack", choices={"attack": ATTACKS})
     params = load_params()
     exp = params["experiments"]
     layers = exp["sweep_layers"]

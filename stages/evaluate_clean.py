@@ -1,19 +1,16 @@
 """Stage evaluate_clean@<method>: DNN and DkNN clean accuracy on the evaluation images."""
-import argparse
-
 from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData
+from askknn.defenses import METHODS
 from askknn.dknn import DeepKNN, accuracy
 from askknn.io import write_json
 from askknn.params import load_params
-from askknn.runtime import METRICS, PREPARED, bank_path, device, layer_set_name, load_trained
+from askknn.runtime import METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, stage_arguments
 from askknn.training import evaluate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("method")
-    method = parser.parse_args().method
+    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
     dknn_params = params["dknn"]
     data = PreparedData(PREPARED)

@@ -2,20 +2,17 @@
 
 DkNN accuracy under ASK-Atk at every layer set (Tables 3, 4), against the budget (Figure 1 right)
 and against K (Figure 5), and the DNN's accuracy under PGD (Table 5)."""
-import argparse
-
 from askknn.attacks.pgd import PGD
+from askknn.defenses import METHODS
 from askknn.experiments import AttackSuite, layer_sets, summary
-from askknn.io import write_json
+from askknn.io import read_json, write_json
 from askknn.params import load_params
-from askknn.runtime import METRICS, device, layer_set_name
+from askknn.runtime import METRICS, device, layer_set_name, stage_arguments
 from askknn.training import evaluate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("method")
-    method = parser.parse_args().method
+    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
     exp, eps = params["experiments"], params["eps"]
     suite = AttackSuite(params, method)
@@ -33,6 +30,8 @@ def main() -> None:
                                      restarts=exp["pgd_restarts"]), device=device())["accuracy"]
                 for e in exp["pgd_eps"]},
     }
+    epoch_seconds = {m: read_json(METRICS / "train" / f"{m}.json")["epoch_seconds"] for m in (method, "at")}
+    result["epoch_time_ratio_to_at"] = epoch_seconds[method] / epoch_seconds["at"]
     write_json(METRICS / "defense" / f"{method}.json", {"method": method, "eps": eps, **result})
 
 

@@ -1,20 +1,15 @@
 """Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.pt."""
-import argparse
-
 from askknn.data import PreparedData
 from askknn.defenses import METHODS, extra_term
 from askknn.io import save_torch, write_json, write_text
-from askknn.params import choice, load_params
-from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, file_digest, model_path, new_model,
-                            seed_everything)
+from askknn.params import load_params
+from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, file_digest, model_path,
+                            new_model, seed_everything, stage_arguments)
 from askknn.training import TrainConfig, train_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("method")
-    method = parser.parse_args().method
-    choice("method", method, METHODS)
+    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
     cfg = TrainConfig.from_params(params["train"])
     seed_everything(cfg.seed)

@@ -119,8 +119,9 @@ def train_knn_block(bank: FeatureBank, layers, k: int = 5, metric: str = "cosine
     for _ in range(epochs):
         total = 0.0
         for idx in torch.randperm(len(bank.labels), generator=gen).split(batch_size):
-            loss = block_loss(block({l: f[idx] for l, f in feats.items()}), {l: h[idx] for l, h in hist.items()},
-                              {l: y[idx] for l, y in labels.items()}, lam).sum()
+            batch = {layer: f[idx] for layer, f in feats.items()}
+            loss = block_loss(block(batch), {layer: h[idx] for layer, h in hist.items()},
+                              {layer: y[idx] for layer, y in labels.items()}, lam).sum()
             opt.zero_grad()
             (loss / len(idx)).backward()
             opt.step()

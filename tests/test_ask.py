@@ -1,0 +1,177 @@
+"""The ASK loss (eq. 2) and ASK-Atk (Algorithm 2)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from askknn.attacks.ask import ASKAttack
+from askknn.attacks.pgd import PGD
+from askknn.bank import FeatureBank
+from askknn.dknn import DeepKNN
+from askknn.losses import ask_loss, similarity
+from askknn.models import BlockNet
+from askknn.params import ParamError
+
+
+def direct_ask(f, refs, labels, y, metric, tau, form, target=None):
+    """eq. 2 evaluated literally in float64, one example at a time."""
+    out = []
+    for b in range(len(f)):
+        if metric == "cosine":
+            a = [float(np.dot(f[b], r) / np.linalg.norm(f[b]) / np.linalg.norm(r)) / tau for r in refs[b]]
+        else:
+            a = [-float(np.linalg.norm(f[b] - r)) / tau for r in refs[b]]
+        a, lab = np.array(a), labels[b]
+        classes = sorted(set(lab)) if target is None else sorted({y[b], target[b]})
+        if form == "attack":
+            s = {c: np.exp(a[lab == c].mean()) for c in classes}
+        else:
+            s = {c: np.exp(a[lab == c]).sum() for c in classes}
+        out.append(-np.log(s[y[b]] / sum(s.values())))
+    return np.array(out)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    refs = torch.randn(4, 9, 6, generator=g, dtype=torch.float64)
+    labels = torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2]] * 4)
+    return f, refs, labels, torch.tensor([0, 1, 2, 1]), torch.tensor([1, 2, 0, 0])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("form", ["attack", "defense"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_ask_loss_equals_the_formula_in_float64(batch, metric, form, targeted):
+    f, refs, labels, y, target = batch
+    target = target if targeted else None
+    ours = ask_loss(similarity(f, refs, metric, 0.3), labels, y, 3, form, target)
+    expected = direct_ask(f.numpy(), refs.numpy(), labels.numpy(), y.numpy(), metric, 0.3, form,
+                          None if target is None else target.numpy())
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("form", ["attack", "defense"])
+def test_ask_loss_passes_gradcheck(batch, metric, form):
+    f, refs, labels, y, _ = batch
+    f = f.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f: ask_loss(similarity(f, refs, metric, 0.5), labels, y, 3, form), (f,))
+
+
+@pytest.mark.parametrize("form", ["attack", "defense"])
+def test_ask_loss_stays_finite_for_tiny_tau_and_far_features(batch, form):
+    f, refs, labels, y, _ = batch
+    f = (f * 1e4).requires_grad_(True)
+    loss = ask_loss(similarity(f, refs, "l2", 1e-6), labels, y, 3, form)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(f.grad).all()
+
+
+# ------------------------------------------------------------ a plain kNN on 2-D points
+def identity_net() -> BlockNet:
+    """Features = the input itself at every layer: DkNN on the points = a plain kNN."""
+    return BlockNet([nn.Identity() for _ in range(5)], nn.Identity()).eval()
+
+
+@pytest.fixture(scope="module")
+def points():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.3, 0.3], [0.7, 0.3], [0.5, 0.7]])
+    bank_x = np.concatenate([c + 0.08 * rng.normal(size=(40, 2)) for c in centres]).clip(0, 1)
+    bank = FeatureBank({"conv4": bank_x.astype(np.float32)}, np.repeat(np.arange(3), 40))
+    test_y = rng.integers(0, 3, 300)
+    test_x = (centres[test_y] + 0.08 * rng.normal(size=(300, 2))).clip(0, 1)
+    return bank, torch.tensor(test_x, dtype=torch.float32), torch.tensor(test_y)
+
+
+def knn_accuracy(bank, x, y):
+    return (DeepKNN(bank, ["conv4"], 5, "l2").predict({"conv4": x.numpy()}) == y.numpy()).mean()
+
+
+def test_ask_atk_flips_a_plain_knn_where_random_noise_of_the_same_size_does_not(points):
+    bank, x, y = points
+    torch.manual_seed(0)
+    eps = 0.15
+    attacked = ASKAttack(bank, ["conv4"], eps, "l2", tau=0.03, step_size=0.02)(identity_net(), x, y)
+    noisy = (x + eps * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    clean_acc, attacked_acc, noisy_acc = (knn_accuracy(bank, v, y) for v in (x, attacked, noisy))
+    assert attacked_acc < clean_acc - 0.25
+    assert noisy_acc > attacked_acc + 0.12
+
+
+def test_targeted_attack_reaches_its_target_more_often_than_the_untargeted_one(points):
+    bank, x, y = points
+    net = identity_net()
+    torch.manual_seed(0)
+    targeted = ASKAttack(bank, ["conv4"], 0.2, "l2", tau=0.03, step_size=0.025, target="random")
+    context = targeted.prepare(net, x, y)
+    target = context[1]
+    x_t = targeted.ascend(net, x, y, context)
+    x_u = ASKAttack(bank, ["conv4"], 0.2, "l2", tau=0.03, step_size=0.025)(net, x, y)
+    dknn = DeepKNN(bank, ["conv4"], 5, "l2")
+    hit_t = (dknn.predict({"conv4": x_t.numpy()}) == target.numpy()).mean()
+    hit_u = (dknn.predict({"conv4": x_u.numpy()}) == target.numpy()).mean()
+    assert hit_t > hit_u + 0.1
+
+
+# ------------------------------------------------------------ on the trained digits model
+def eval_hooks(model):
+    modes = []
+    for module in model.modules():
+        module.register_forward_hook(lambda m, *_: modes.append(m.training))
+    return modes
+
+
+@pytest.mark.parametrize("make", [
+    lambda bank: ASKAttack(bank, ["conv3", "conv4"], 0.1, "cosine", tau=0.03),
+    lambda bank: ASKAttack(bank, ["conv4"], 0.1, "l2", tau=0.03, target="nearest", random_negatives=True),
+    lambda bank: PGD(0.1, steps=5, step_size=0.03, restarts=2),
+], ids=["ask-cosine", "ask-l2-targeted-random", "pgd"])
+def test_attacks_stay_in_the_ball_and_in_eval_mode(make, digits_model, digits_bank, digits_eval):
+    x, y = digits_eval
+    attack = make(digits_bank)
+    digits_model.train()
+    modes = eval_hooks(digits_model)
+    x_adv = attack(digits_model, x, y)
+    assert digits_model.training, "the model's own mode must be restored"
+    digits_model.eval()
+    assert modes and not any(modes), "every forward of the attack must run in eval mode"
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv != x).any()
+    attack.eps = 0
+    assert torch.equal(attack(digits_model, x, y), x)
+
+
+def test_ask_atk_lowers_the_dknn_accuracy_of_a_trained_model(digits_model, digits_bank, digits_eval):
+    x, y = digits_eval
+    dknn = DeepKNN(digits_bank, ["conv3", "conv4"], 5, "cosine")
+    clean = (dknn.predict_inputs(digits_model, x) == y.numpy()).mean()
+    torch.manual_seed(0)
+    x_adv = ASKAttack(digits_bank, ["conv3", "conv4"], 0.1, "cosine", tau=0.03)(digits_model, x, y)
+    assert (dknn.predict_inputs(digits_model, x_adv) == y.numpy()).mean() < clean - 0.2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layers": ["conv9"]}, "layer 'conv9' is not in the feature bank"),
+    ({"k_pos": 61}, r"k_pos \(K\+\) = 61 is larger than a class's share of the bank \(60\)"),
+    ({"k_neg": 100}, r"k_neg \(K-\) = 100 is larger"),
+    ({"omega": {"conv3": 0.7, "conv4": 0.7}}, "must be non-negative weights summing to 1"),
+    ({"tau": -0.1}, "tau = -0.1 must be positive"),
+    ({"metric": "dot"}, "metric = 'dot' is not allowed; choose one of: cosine, l2"),
+    ({"target": "farthest"}, "target = 'farthest' is not allowed"),
+    ({"eps": 2.0}, r"eps = 2.0 must be in \[0, 1\]"),
+])
+def test_bad_ask_parameters_fail_at_once(digits_bank, kwargs, message):
+    args = {"layers": ["conv3", "conv4"], "eps": 0.1, **kwargs}
+    with pytest.raises(ParamError, match=message):
+        ASKAttack(digits_bank, **args)
+
+
+def test_unknown_attack_name_is_rejected():
+    from askknn.experiments import ATTACKS
+    from askknn.params import choice
+
+    with pytest.raises(ParamError, match="attack = 'cw' is not allowed; choose one of: ask, dknn_atk, advknn"):
+        choice("attack", "cw", ATTACKS)

@@ -1,0 +1,70 @@
+import gzip
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from askknn.data import load_dataset, make_splits, read_idx_gz
+from askknn.params import ParamError
+
+
+def splits(seed=0, **kw):
+    rng = np.random.default_rng(1)
+    y_train, y_test = rng.integers(0, 4, 2000), rng.integers(0, 4, 400)
+    args = dict(val_size=200, bank_size=400, eval_size=80, train_size=None, seed=seed) | kw
+    return y_train, y_test, make_splits(y_train, y_test, **args)
+
+
+def test_splits_are_class_balanced_disjoint_and_deterministic():
+    y_train, y_test, s = splits()
+    for name, labels in (("val", y_train), ("bank", y_train), ("eval", y_test)):
+        assert np.bincount(labels[s[name]]).tolist() == [len(s[name]) // 4] * 4
+    assert not set(s["val"]) & set(s["train"])
+    assert set(s["bank"]) <= set(s["train"])
+    again = splits()[2]
+    assert all(np.array_equal(s[k], again[k]) for k in s)
+    other = splits(seed=5)[2]
+    assert not np.array_equal(s["bank"], other["bank"])
+
+
+def test_a_bank_larger_than_the_training_set_is_rejected():
+    with pytest.raises(ParamError, match="data.bank_size needs 300 images of class"):
+        splits(bank_size=1200, train_size=400)
+
+
+def test_unknown_dataset_and_missing_data_say_how_to_fix(tmp_path):
+    with pytest.raises(ParamError, match="unknown; choose one of: cifar10, digits, fashion_mnist, imagenette"):
+        load_dataset("mnist")
+    with pytest.raises(ParamError, match="not found.*data.source: download"):
+        load_dataset("cifar10", source=str(tmp_path / "nowhere"))
+    with pytest.raises(ParamError, match="ubyte.gz"):
+        load_dataset("fashion_mnist", source=str(tmp_path))
+
+
+def make_tree(root, split_names=("train", "val"), size=(160, 140)):
+    for split in split_names:
+        for cls in ("n01440764", "n02102040"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                colour = (i * 40, 100, 200) if cls.endswith("64") else (10, i * 50, 30)
+                Image.new("RGB", size, colour).save(root / split / cls / f"{i}.JPEG")
+
+
+def test_imagenette_from_an_image_folder_tree_and_from_an_archive(tmp_path):
+    make_tree(tmp_path / "tree")
+    data = load_dataset("imagenette", source=str(tmp_path / "tree"), root=tmp_path / "raw")
+    assert data.x_train.shape == (6, 3, 128, 128) and data.x_train.dtype == np.uint8
+    assert data.y_train.tolist() == [0, 0, 0, 1, 1, 1] and data.x_test.shape[0] == 6
+    with tarfile.open(tmp_path / "imagenette-mini.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "tree", arcname="imagenette-mini")
+    packed = load_dataset("imagenette", source=str(tmp_path / "imagenette-mini.tar.gz"), root=tmp_path / "raw")
+    np.testing.assert_array_equal(packed.x_train, data.x_train)
+
+
+def test_idx_reader_round_trips(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 8, 3]) + np.array([2, 3, 4], dtype=">u4").tobytes()
+    with gzip.open(tmp_path / "x-ubyte.gz", "wb") as f:
+        f.write(header + images.tobytes())
+    np.testing.assert_array_equal(read_idx_gz(tmp_path / "x-ubyte.gz"), images)

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from askknn.bank import FeatureBank, normalise
+from askknn.dknn import DeepKNN
+from askknn.params import ParamError
+
+
+@pytest.fixture
+def random_bank():
+    rng = np.random.default_rng(0)
+    feats = {"conv3": rng.normal(size=(300, 12)).astype(np.float32),
+             "conv4": rng.normal(size=(300, 6)).astype(np.float32)}
+    labels = np.repeat(np.arange(5), 60)
+    queries = {k: rng.normal(size=(80, v.shape[1])).astype(np.float32) for k, v in feats.items()}
+    return FeatureBank(feats, labels), queries
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("k", [1, 5, 8])
+def test_single_layer_dknn_equals_sklearn_brute_force(random_bank, metric, k):
+    bank, queries = random_bank
+    ours = DeepKNN(bank, ["conv3"], k, metric).predict(queries)
+    prep = normalise if metric == "cosine" else (lambda a: a)
+    ref = KNeighborsClassifier(k, algorithm="brute").fit(prep(bank.features["conv3"]), bank.labels)
+    np.testing.assert_array_equal(ours, ref.predict(prep(queries["conv3"])))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_faiss_search_equals_brute_force(random_bank, metric):
+    bank, queries = random_bank
+    dist, idx = bank.search("conv4", metric, queries["conv4"], 7)
+    prep = normalise if metric == "cosine" else (lambda a: a)
+    d = ((prep(queries["conv4"])[:, None] - prep(bank.features["conv4"])[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(idx, np.argsort(d, axis=1)[:, :7])
+    np.testing.assert_allclose(dist, np.sort(d, axis=1)[:, :7], rtol=1e-4, atol=1e-4)
+    cdist, cidx = bank.search_per_class("conv4", metric, queries["conv4"], 3)
+    for c in range(5):
+        masked = np.where(bank.labels == c, d, np.inf)
+        np.testing.assert_array_equal(cidx[:, c], np.argsort(masked, axis=1)[:, :3])
+
+
+def test_multi_layer_vote_sums_the_layer_histograms_and_breaks_ties_to_the_smallest_class(random_bank):
+    bank, queries = random_bank
+    dknn = DeepKNN(bank, ["conv3", "conv4"], 4, "l2")
+    labels = dknn.neighbour_labels(queries)
+    scores = sum(np.stack([(lab == c).mean(1) for c in range(5)], 1) for lab in labels.values())
+    np.testing.assert_allclose(dknn.class_scores(queries), scores)
+    expected = [int(np.flatnonzero(row == row.max())[0]) for row in scores]
+    np.testing.assert_array_equal(dknn.predict(queries), expected)
+
+
+def test_k_larger_than_a_class_share_is_rejected(random_bank):
+    bank, _ = random_bank
+    with pytest.raises(ParamError, match="dknn.k = 61 is larger than a class's share of the bank \\(60\\)"):
+        DeepKNN(bank, ["conv3"], 61)
+    with pytest.raises(ParamError, match="conv5"):
+        DeepKNN(bank, ["conv5"], 5)

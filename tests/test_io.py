@@ -1,0 +1,22 @@
+import pytest
+import torch
+
+from askknn.io import atomic_path, load_torch, save_torch, write_json
+
+
+def test_an_interrupted_write_leaves_neither_a_partial_file_nor_a_temporary(tmp_path):
+    target = tmp_path / "out" / "metrics.json"
+    write_json(target, {"old": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"new": ')
+            raise RuntimeError("killed mid-write")
+    assert target.read_text().startswith('{\n  "old": 1')
+    assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]
+
+
+def test_checkpoints_round_trip_through_weights_only_loading(tmp_path):
+    state = {"model": {"w": torch.ones(2)}, "epoch": 3, "history": [{"loss": 0.5}]}
+    save_torch(tmp_path / "ckpt.pt", state)
+    loaded = load_torch(tmp_path / "ckpt.pt")
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], torch.ones(2))

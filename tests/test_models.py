@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from askknn.models import create_model, list_models
+from askknn.params import ParamError
+
+SHAPES = {
+    "small_cnn": ((1, 28, 28), {"conv1": 16 * 14 * 14, "conv2": 32 * 7 * 7, "conv3": 64 * 7 * 7,
+                                "conv4": 64 * 3 * 3, "conv5": 128}),
+    "vgg16_bn": ((3, 32, 32), {"conv1": 64 * 16 * 16, "conv2": 128 * 8 * 8, "conv3": 256 * 4 * 4,
+                               "conv4": 512 * 2 * 2, "conv5": 512}),
+    "resnet18": ((3, 128, 128), {"conv1": 64 * 32 * 32, "conv2": 128 * 16 * 16, "conv3": 256 * 8 * 8,
+                                 "conv4": 512 * 4 * 4, "conv5": 512}),
+}
+
+
+def test_every_registered_model_is_covered():
+    assert sorted(SHAPES) == list_models()
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_layer_taps_have_the_documented_names_and_shapes(name):
+    shape, dims = SHAPES[name]
+    model = create_model(name, num_classes=10, in_channels=shape[0]).eval()
+    x = torch.rand(2, *shape)
+    feats = model.features(x, list(dims))
+    assert {k: v.shape[1] for k, v in feats.items()} == dims
+    logits, tapped = model.forward_with_features(x, ["conv3"])
+    assert logits.shape == (2, 10)
+    torch.testing.assert_close(tapped["conv3"], feats["conv3"])
+    torch.testing.assert_close(logits, model(x))
+
+
+def test_features_stop_at_the_deepest_requested_layer():
+    model = create_model("small_cnn", in_channels=1).eval()
+    called = []
+    for name, block in model.blocks.items():
+        block.register_forward_hook(lambda *_, name=name: called.append(name))
+    model.features(torch.rand(1, 1, 28, 28), ["conv3"])
+    assert called == ["conv1", "conv2", "conv3"]
+
+
+def test_unknown_model_and_layer_are_rejected_with_the_choices():
+    with pytest.raises(ParamError, match="small_cnn"):
+        create_model("vgg19")
+    with pytest.raises(ParamError, match="conv6.*conv1"):
+        create_model("small_cnn", in_channels=1).features(torch.rand(1, 1, 28, 28), ["conv6"])

@@ -1,0 +1,55 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from askknn.params import ParamError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def edit(project, top=None, **sections):
+    """Change params.yaml (`top`) or keys of the default preset (`section={key: value}`)."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params.update(top or {})
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    if not sections:
+        return
+    path = project / "presets" / f"{params['preset']}.yaml"
+    preset = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        preset[section].update(values)
+    path.write_text(yaml.safe_dump(preset))
+
+
+def test_every_shipped_preset_is_valid(project):
+    for preset in ("fashion_mnist", "cifar10", "imagenette", "tiny"):
+        edit(project, {"preset": preset})
+        assert load_params(project)["preset"] == preset
+
+
+@pytest.mark.parametrize("top, sections, message", [
+    ({"preset": "mnist"}, {}, "preset = 'mnist' is unknown; allowed: cifar10, fashion_mnist, imagenette, tiny"),
+    ({"eps": -1}, {}, r"eps = -1 must be an integer in \[0, 255\]"),
+    ({"eps": 256}, {}, r"eps = 256 must be an integer in \[0, 255\]"),
+    ({"eps": "8/255"}, {}, "eps = '8/255' must be an integer"),
+    ({}, {"model": {"name": "vgg19"}}, "model.name = 'vgg19' is not allowed; choose one of: resnet18, small_cnn"),
+    ({}, {"dknn": {"layers": ["conv3", "fc"]}}, "dknn.layers lists 'fc', a layer the model does not have"),
+    ({}, {"dknn": {"metrics": ["cosine", "manhattan"]}}, "dknn.metrics = 'manhattan' is not allowed; choose one of: cosine, l2"),
+    ({}, {"dknn": {"k": 501}}, "dknn.k = 501 is larger than a class's share of the bank"),
+    ({}, {"data": {"dataset": "svhn"}}, "data.dataset = 'svhn' is not allowed"),
+    ({}, {"data": {"bank_size": 5001}}, "must be a multiple of the 10 classes"),
+    ({}, {"train": {"eps": 300}}, "train.eps = 300"),
+])
+def test_bad_parameters_fail_before_any_work(project, top, sections, message):
+    edit(project, top, **sections)
+    with pytest.raises(ParamError, match=message):
+        load_params(project)

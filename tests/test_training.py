@@ -1,0 +1,159 @@
+"""The training loop (AT, ASK-Def, AT+SNN), its checkpoints, and the SNN loss."""
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from askknn.data import PreparedData, make_splits, save_prepared, to_float
+from askknn.defenses import AskDefTerm, extra_term
+from askknn.losses import snn_loss
+from askknn.models import create_model
+from askknn.params import ParamError, load_params
+from askknn.training import TrainConfig, train_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, digits):
+    folder = tmp_path_factory.mktemp("prepared")
+    splits = make_splits(digits.y_train, digits.y_test, val_size=100, bank_size=200, eval_size=50,
+                         train_size=300, seed=0)
+    save_prepared(folder, digits, splits)
+    return PreparedData(folder)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
+
+
+def config(epochs=2):
+    return TrainConfig(epochs=epochs, batch_size=100, lr=0.05, eps=16, pgd_steps=2, pgd_step_size=8,
+                       val_pgd_steps=1, milestones=[1])
+
+
+def trained(prepared, cfg, checkpoint, term=None):
+    torch.manual_seed(0)
+    model = create_model("small_cnn", in_channels=1)
+    train_model(model, prepared, cfg, checkpoint, term, log=lambda _: None)
+    return model.state_dict()
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(prepared, tmp_path):
+    straight = trained(prepared, config(2), tmp_path / "straight.pt")
+    trained(prepared, config(1), tmp_path / "resumed.pt")          # "interrupted" after epoch 1
+    resumed = trained(prepared, config(2), tmp_path / "resumed.pt")
+    assert_same_weights(straight, resumed)
+    state = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+
+
+def test_askdef_with_lambda_zero_is_at(prepared, params, tmp_path):
+    p = copy.deepcopy(params)
+    p["methods"]["askdef"]["lam"] = 0
+    cfg = config(1)
+    assert extra_term("askdef", p, prepared, cfg) is None
+    assert_same_weights(trained(prepared, cfg, tmp_path / "at.pt", extra_term("at", p, prepared, cfg)),
+                        trained(prepared, cfg, tmp_path / "askdef.pt", extra_term("askdef", p, prepared, cfg)))
+
+
+def test_askdef_reference_labels_are_aligned_with_their_images(prepared, params):
+    term = extra_term("askdef", params, prepared, config())
+    model = create_model("small_cnn", in_channels=1).eval()
+    torch.manual_seed(0)
+    refs, labels = term.reference_batch(model, "cpu")
+    n = len(refs) // 2
+    x_train, y_train = prepared.split("train")
+    flat = to_float(x_train).flatten(1)
+    for image, label in zip(refs[:n], labels[:n]):
+        match = (flat == image.flatten()).all(1).nonzero()
+        assert len(match) and (y_train[match.squeeze(1)] == label).all()
+    assert torch.equal(labels[:n], labels[n:])
+    assert (refs[n:] - refs[:n]).abs().max() <= term.g1.eps + 1e-6
+    assert torch.bincount(labels[:n]).tolist() == [params["methods"]["askdef"]["refs_per_class"]] * 10
+
+
+@pytest.mark.parametrize("method", ["at", "askdef", "atsnn"])
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(prepared, params, method):
+    cfg = config()
+    term = extra_term(method, params, prepared, cfg)
+    torch.manual_seed(0)
+    model = create_model("small_cnn", in_channels=1)
+    x_u8, y = prepared.split("train")
+    x, y = to_float(x_u8[:100]), y[:100]
+    attack = cfg.pgd()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def objective():
+        torch.manual_seed(1)   # same random start and reference batch every time
+        x_adv = attack(model, x, y)
+        model.train()
+        logits, feats = model.forward_with_features(x_adv, getattr(term, "layers", []))
+        loss = F.cross_entropy(logits, y)
+        return loss + term(model, x, y, x_adv, feats) if term is not None else loss
+
+    before = objective()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    assert objective().item() < before.item()
+
+
+def direct_snn(f, y, T, distance):
+    out = []
+    for i in range(len(f)):
+        def d(j):
+            if distance == "cosine":
+                return 1 - np.dot(f[i], f[j]) / np.linalg.norm(f[i]) / np.linalg.norm(f[j])
+            return np.sum((f[i] - f[j]) ** 2)
+        same = sum(np.exp(-d(j) / T) for j in range(len(f)) if j != i and y[j] == y[i])
+        if same == 0:
+            continue
+        out.append(-np.log(same / sum(np.exp(-d(k) / T) for k in range(len(f)) if k != i)))
+    return np.mean(out)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "sqeuclidean"])
+def test_snn_loss_equals_the_formula_and_never_nan(distance):
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3])           # class 3 has no partner: left out
+    np.testing.assert_allclose(snn_loss(f, y, 0.7, distance).item(), direct_snn(f.numpy(), y.numpy(), 0.7, distance),
+                               rtol=1e-10)
+    far = (f * 1e3).requires_grad_(True)
+    loss = snn_loss(far, y, 1e-3, distance)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(far.grad).all()
+    lonely = snn_loss(f, torch.arange(8), 0.7, distance)
+    assert lonely.item() == 0 and not torch.isnan(lonely)
+
+
+@pytest.mark.parametrize("method, key, value, message", [
+    ("askdef", "lam", -1, r"methods.askdef.lam = -1 must be a number in \[0"),
+    ("askdef", "tau", 0, "methods.askdef.tau = 0 must be positive"),
+    ("askdef", "metric", "dot", "methods.askdef.metric = 'dot' is not allowed"),
+    ("askdef", "layer", "conv7", "methods.askdef.layer lists 'conv7', a layer the model does not have"),
+    ("atsnn", "temperature", -1, "methods.atsnn.temperature = -1 must be positive"),
+    ("atsnn", "distance", "manhattan", "methods.atsnn.distance = 'manhattan' is not allowed"),
+    ("atsnn", "features", "both", "methods.atsnn.features = 'both' is not allowed; choose one of: adversarial, clean"),
+])
+def test_bad_defense_parameters_fail_at_once(tmp_path, method, key, value, message):
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    (tmp_path / "params.yaml").write_text("preset: tiny\neps: 8\n")
+    preset = yaml.safe_load((tmp_path / "presets" / "tiny.yaml").read_text())
+    preset["methods"][method][key] = value
+    (tmp_path / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset))
+    with pytest.raises(ParamError, match=message):
+        load_params(tmp_path)
