@@ -5,6 +5,7 @@ Cosine search is Euclidean search on L2-normalised features (same ranking). Indi
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import faiss
@@ -46,10 +47,19 @@ def extract_features(model, images: torch.Tensor, layers, batch_size: int = 256,
     return {layer: np.concatenate(parts) for layer, parts in chunks.items()}
 
 
-def flat_index(vectors: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatL2(vectors.shape[1])
+@functools.cache
+def gpu_resources():
+    """One faiss GPU context per process, or None without faiss-gpu or a GPU."""
     if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), torch.cuda.current_device(), index)
+        return faiss.StandardGpuResources()
+    return None
+
+
+def flat_index(vectors: np.ndarray) -> faiss.Index:
+    """An exact L2 index over `vectors`, on the GPU when faiss-gpu and a GPU are there."""
+    index = faiss.IndexFlatL2(vectors.shape[1])
+    if gpu_resources() is not None:
+        index = faiss.index_cpu_to_gpu(gpu_resources(), torch.cuda.current_device(), index)
     index.add(vectors)
     return index
 

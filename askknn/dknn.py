@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from askknn.bank import FeatureBank, extract_features
+from askknn.bank import FeatureBank
 from askknn.params import ParamError
 
 
@@ -34,10 +34,6 @@ class DeepKNN:
 
     def predict(self, features: dict) -> np.ndarray:
         return self.class_scores(features).argmax(axis=1)  # argmax keeps the first: smallest class on ties
-
-    def predict_images(self, model, images: torch.Tensor, batch_size: int = 256, device="cpu") -> np.ndarray:
-        """Predictions for uint8 images, computing features only up to the deepest layer."""
-        return self.predict(extract_features(model, images, self.layers, batch_size, device))
 
     def predict_inputs(self, model, x: torch.Tensor) -> np.ndarray:
         """Predictions for float inputs in [0, 1] (e.g. adversarial examples)."""

@@ -50,7 +50,7 @@ class AttackSuite:
         kw = {"k_pos": cfg["k_pos"], "k_neg": cfg["k_neg"], **options}
         make = lambda **h: ASKAttack(self.bank, layers, metric=metric, **self.common(eps), **kw,
                                      **({"tau": tau} if tau is not None else {}), **h)
-        taus = [{}] if tau is not None else [{"tau": t} for t in cfg["tau_grid"]]
+        taus = [{}] if tau is not None else [{"tau": t} for t in cfg["tau_grid"][metric]]
         if len(layers) == 1:
             return make, (None if tau is not None else taus)
         omegas = [{"omega": {layers[0]: w, layers[1]: 1 - w}} for w in cfg["omega_grid"]]
@@ -64,7 +64,7 @@ class AttackSuite:
             common["steps"] = cfg["adam_steps"]
         make = lambda **h: DkNNAttack(self.bank, layers, thresholds=eta, metric=metric, guides=cfg["guides"],
                                       optimizer=cfg["optimizer"], adam_lr=cfg["adam_lr"], **common, **h)
-        return make, [{"steepness": a} for a in cfg["steepness_grid"]]
+        return make, [{"steepness": a} for a in cfg["steepness_grid"][metric]]
 
     def advknn(self, layers, metric: str, eps: int, **options):
         cfg = self.cfg["advknn"]

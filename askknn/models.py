@@ -98,7 +98,7 @@ def small_cnn(num_classes: int = 10, in_channels: int = 1) -> BlockNet:
 
 @register_model
 def vgg16_bn(num_classes: int = 10, in_channels: int = 3) -> BlockNet:
-    """CIFAR-style VGG16-BN (SPEC 1): conv3 = 256x4x4, conv4 = 512x2x2 at 32x32 input."""
+    """CIFAR-style VGG16-BN as in the ASK paper: conv3 = 256x4x4, conv4 = 512x2x2 at 32x32 input."""
     cfg = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
     blocks, cin = [], in_channels
     for widths in cfg:

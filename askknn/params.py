@@ -99,6 +99,46 @@ def validate(p: dict) -> None:
     choice("train.attack_mode", train["attack_mode"], ["eval", "train"])
     for layers in dknn["layer_sets"]:
         layers_of("dknn.layer_sets", layers, dknn["layers"])
+    check_attacks(p, per_class)
     from askknn.defenses import check_methods
 
     check_methods(p)
+
+
+def at_most_bank_share(name: str, values, per_class: int) -> None:
+    for value in values:
+        in_range(name, value, 1, 10**6, integer=True)
+        if value > per_class:
+            raise ParamError(f"{name} has {value}, larger than a class's share of the bank ({per_class}); "
+                             f"lower it or raise data.bank_size")
+
+
+def positive(name: str, values) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ParamError(f"{name} has {value!r}; every value must be a positive number")
+
+
+def check_attacks(p: dict, per_class: int) -> None:
+    """The attack settings and the experiment grids."""
+    attacks, exp = p["attacks"], p["experiments"]
+    in_range("attacks.steps", attacks["steps"], 0, 10**6, integer=True)
+    positive("attacks.step_size", [attacks["step_size"]])
+    ask, dknn_atk = attacks["ask"], attacks["dknn_atk"]
+    at_most_bank_share("attacks.ask.k_pos", [ask["k_pos"]], per_class)
+    at_most_bank_share("attacks.ask.k_neg", [ask["k_neg"]], per_class)
+    for metric in METRICS:
+        positive(f"attacks.ask.tau_grid.{metric}", ask["tau_grid"][metric])
+    for w in ask["omega_grid"]:
+        in_range("attacks.ask.omega_grid", w, 0, 1)
+    at_most_bank_share("attacks.dknn_atk.guides", [dknn_atk["guides"]], per_class)
+    for metric in METRICS:
+        positive(f"attacks.dknn_atk.steepness_grid.{metric}", dknn_atk["steepness_grid"][metric])
+    choice("attacks.dknn_atk.optimizer", dknn_atk["optimizer"], ["sign", "adam"])
+    for key in ("eps_sweep", "pgd_eps"):
+        for eps in exp[key]:
+            eps_value(f"experiments.{key}", eps)
+    layers_of("experiments.sweep_layers", exp["sweep_layers"], p["dknn"]["layers"])
+    for key in ("k_values", "k_pos_values", "k_neg_values"):
+        at_most_bank_share(f"experiments.{key}", exp[key], per_class)
+    positive("experiments.tau_values", exp["tau_values"])

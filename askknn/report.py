@@ -37,7 +37,7 @@ def layer_names(params) -> list[str]:
     return [layer_set_name(ls) for ls in params["dknn"]["layer_sets"]]
 
 
-def paper_cell(values, names: list[str], name: str) -> str:
+def paper_cell(values, name: str) -> str:
     """The paper's number for a layer-set row, or '-' where the paper has none."""
     return f"{values[paper.LAYER_SETS.index(name)]:.1f}" if name in paper.LAYER_SETS else "-"
 
@@ -115,7 +115,7 @@ def table1(params) -> str:
             row = {}
             for a in ATTACKS:
                 row[ATTACK_NAMES[a]] = pct(cells[a][name]["accuracy"])
-                row[f"{ATTACK_NAMES[a]} (paper)"] = paper_cell(paper.TABLE1[metric][a], names, name)
+                row[f"{ATTACK_NAMES[a]} (paper)"] = paper_cell(paper.TABLE1[metric][a], name)
             rows[name] = row
             best = min(ATTACKS, key=lambda a: cells[a][name]["accuracy"])
             holds, total = holds + (best == "ask"), total + 1
@@ -169,8 +169,8 @@ def table6(params) -> str:
     names, targeted = layer_names(params), appendix("targeted")
     plain = read_json(METRICS / "attack" / "ask_l2.json")["layer_sets"]
     df = pd.DataFrame({n: {"non-targeted": pct(plain[n]["accuracy"]), "targeted": pct(targeted[n]["accuracy"]),
-                           "non-targeted (paper)": paper_cell(paper.TABLE1["l2"]["ask"], names, n),
-                           "targeted (paper)": paper_cell(paper.TABLE6_TARGETED, names, n)} for n in names}).T
+                           "non-targeted (paper)": paper_cell(paper.TABLE1["l2"]["ask"], n),
+                           "targeted (paper)": paper_cell(paper.TABLE6_TARGETED, n)} for n in names}).T
     return "## Table 6: targeted (nearest class) against non-targeted ASK-Atk, l2\n\n" + markdown(df)
 
 
@@ -189,7 +189,7 @@ def table8(params) -> str:
     names, cells = layer_names(params), appendix("cross_layers")
     df = pd.DataFrame({f"ASK-Atk on {a}": {f"DkNN on {d}": pct(cells[a][d]["accuracy"]) for d in names}
                        for a in names})
-    ref = pd.DataFrame({f"ASK-Atk on {a}": {f"DkNN on {d}": paper_cell(paper.TABLE8[d], names, a) for d in names
+    ref = pd.DataFrame({f"ASK-Atk on {a}": {f"DkNN on {d}": paper_cell(paper.TABLE8[d], a) for d in names
                                             if d in paper.TABLE8} for a in names})
     return ("## Table 8: attacked layers against DkNN layers (gray box)\n\n" + markdown(df)
             + "\nPaper (CIFAR-10):\n\n" + markdown(ref))
@@ -230,7 +230,7 @@ def defense_tables(params) -> str:
     names = layer_names(params)
     runs = {m: read_json(METRICS / "defense" / f"{m}.json") for m in METHOD_NAMES}
     t3 = pd.DataFrame({METHOD_NAMES[m]: {n: pct(r["ask"][n]["accuracy"]) for n in names} for m, r in runs.items()})
-    ref3 = pd.DataFrame({METHOD_NAMES[m]: {n: paper_cell(paper.TABLE3[m], names, n) for n in names}
+    ref3 = pd.DataFrame({METHOD_NAMES[m]: {n: paper_cell(paper.TABLE3[m], n) for n in names}
                          for m in METHOD_NAMES})
     holds3 = sum(runs["askdef"]["ask"][n]["accuracy"] > runs["atsnn"]["ask"][n]["accuracy"]
                  > runs["at"]["ask"][n]["accuracy"] for n in names)

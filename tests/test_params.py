@@ -48,6 +48,11 @@ def test_every_shipped_preset_is_valid(project):
     ({}, {"data": {"dataset": "svhn"}}, "data.dataset = 'svhn' is not allowed"),
     ({}, {"data": {"bank_size": 5001}}, "must be a multiple of the 10 classes"),
     ({}, {"train": {"eps": 300}}, "train.eps = 300"),
+    ({}, {"attacks": {"steps": -1}}, r"attacks.steps = -1 must be an integer in \[0"),
+    ({}, {"experiments": {"k_values": [1, 600]}}, "experiments.k_values has 600, larger than a class's share"),
+    ({}, {"experiments": {"eps_sweep": [0, 300]}}, "experiments.eps_sweep = 300"),
+    ({}, {"experiments": {"sweep_layers": ["conv5"]}}, "experiments.sweep_layers lists 'conv5'"),
+    ({}, {"experiments": {"tau_values": [0.1, -1]}}, "experiments.tau_values has -1"),
 ])
 def test_bad_parameters_fail_before_any_work(project, top, sections, message):
     edit(project, top, **sections)

@@ -20,7 +20,7 @@ from askknn.params import METRICS, ParamError, choice
 
 
 def default_lambda(layers) -> float:
-    """The original's CE weight: 20 for one layer, 0.3 per layer for several (SPEC 5)."""
+    """The original's CE weight (Li et al.): 20 for one layer, 0.3 per layer for several."""
     return 20.0 if len(layers) == 1 else 0.3
 
 
