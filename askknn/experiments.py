@@ -14,7 +14,7 @@ from askknn.bank import FeatureBank
 from askknn.data import PreparedData
 from askknn.dknn import DeepKNN
 from askknn.evaluation import run_attack
-from askknn.io import load_torch
+from askknn.io import load_torch, read_json
 from askknn.params import ParamError, choice
 from askknn.runtime import MODELS, PREPARED, bank_path, device, layer_set_name, load_trained
 
@@ -37,6 +37,12 @@ class AttackSuite:
         self.held_out = {k[4:]: v for k, v in extra.items() if k.startswith("val_") and k != "val_labels"}
         self.images, self.labels = self.data.split("eval")
         self.tuned: dict[tuple, dict] = {}
+
+    def reuse_tuning(self, attack: str, metric: str, metrics_file) -> None:
+        """Fix the hyper-parameters an earlier stage chose per layer set (e.g. Table 1's ASK-Atk runs)."""
+        for name, cell in read_json(metrics_file)["layer_sets"].items():
+            if cell["chosen"]:
+                self.tuned[(attack, tuple(name.split("+")), metric)] = cell["chosen"]
 
     def dknn(self, layers, metric: str, k: int | None = None) -> DeepKNN:
         return DeepKNN(self.bank, layers, self.k if k is None else k, metric)

@@ -1,4 +1,5 @@
-"""Stage ask_appendix@<experiment>: the paper's appendix studies of ASK-Atk on the AT model.
+"""Stage ask_appendix@<experiment>: the paper's appendix studies of ASK-Atk on the AT model, with
+tau and omega fixed to what Table 1's runs (stage attack@ask-<metric>) chose on their first batch.
 
 targeted          Table 6: targeted ASK-Atk (target = nearest class on average), l2
 random_negatives  Table 7: X- drawn at random from each class, cosine
@@ -62,7 +63,10 @@ EXPERIMENTS = {f.__name__: f for f in (targeted, random_negatives, cross_layers,
 def main() -> None:
     name, = stage_arguments(__doc__, "experiment", choices={"experiment": sorted(EXPERIMENTS)})
     params = load_params()
-    cells = EXPERIMENTS[name](AttackSuite(params, "at"), params)
+    suite = AttackSuite(params, "at")
+    for metric in ("cosine", "l2"):   # tau and omega as tuned on Table 1's first batch, then fixed
+        suite.reuse_tuning("ask", metric, METRICS / "attack" / f"ask_{metric}.json")
+    cells = EXPERIMENTS[name](suite, params)
     write_json(METRICS / "ask_appendix" / f"{name}.json", {"experiment": name, "eps": params["eps"], "cells": cells})
 
 
