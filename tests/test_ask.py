@@ -1,4 +1,8 @@
 """The ASK loss (eq. 2) and ASK-Atk (Algorithm 2)."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -169,9 +173,12 @@ def test_bad_ask_parameters_fail_at_once(digits_bank, kwargs, message):
         ASKAttack(digits_bank, **args)
 
 
-def test_unknown_attack_name_is_rejected():
-    from askknn.experiments import ATTACKS
-    from askknn.params import choice
-
-    with pytest.raises(ParamError, match="attack = 'cw' is not allowed; choose one of: ask, dknn_atk, advknn"):
-        choice("attack", "cw", ATTACKS)
+@pytest.mark.parametrize("argv, message", [
+    (["stages/attack.py", "cw", "cosine"], "invalid choice: 'cw' (choose from 'ask', 'dknn_atk', 'advknn')"),
+    (["stages/attack.py", "ask", "dot"], "invalid choice: 'dot' (choose from 'cosine', 'l2')"),
+    (["stages/train.py", "trades"], "invalid choice: 'trades' (choose from 'at', 'askdef', 'atsnn')"),
+])
+def test_unknown_attack_metric_or_method_names_stop_a_stage_at_once(argv, message):
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, *argv], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr
