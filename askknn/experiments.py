@@ -62,7 +62,7 @@ class AttackSuite:
         omegas = [{"omega": {layers[0]: w, layers[1]: 1 - w}} for w in cfg["omega_grid"]]
         return make, [{**t, **o} for t, o in itertools.product(taus, omegas)]
 
-    def dknn_atk(self, layers, metric: str, eps: int, **options):
+    def dknn_atk(self, layers, metric: str, eps: int):
         cfg = self.cfg["dknn_atk"]
         eta = dknn_thresholds(self.bank, self.held_out, layers, self.k, metric)
         common = self.common(eps)
@@ -72,7 +72,7 @@ class AttackSuite:
                                       optimizer=cfg["optimizer"], adam_lr=cfg["adam_lr"], **common, **h)
         return make, [{"steepness": a} for a in cfg["steepness_grid"][metric]]
 
-    def advknn(self, layers, metric: str, eps: int, **options):
+    def advknn(self, layers, metric: str, eps: int):
         cfg = self.cfg["advknn"]
         path = advknn_block_path(self.method, metric)
         if not path.exists():
@@ -91,6 +91,8 @@ class AttackSuite:
         later runs of the same triple (other eps, K, ...) reuse that choice, as the paper fixes them.
         """
         choice("attack", attack, ATTACKS)
+        if options and attack != "ask":
+            raise ParamError(f"options {', '.join(sorted(options))} apply to ASK-Atk only, not to {attack}")
         make, grid = getattr(self, attack)(list(layers), metric, eps, **options)
         key = (attack, tuple(layers), metric)
         if grid and key in self.tuned:
