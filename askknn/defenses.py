@@ -1,6 +1,8 @@
 """The training methods: AT, and the two defenses that add one loss term to it.
 
 - `at`: Madry PGD-AT, CE on PGD examples only.
+- `at_wide`: the same AT, trained on PGD at ASK-Def's G2 budget (eps, steps, step size): the
+  control that separates ASK-Def's loss term from its larger training budget.
 - `askdef`: ASK-Def (paper Algorithm 1, eq. 6-7): + lambda * defense-form ASK loss at one layer on
   G2's examples, against a reference batch of `refs_per_class` random training images per class
   plus their PGD copies. The reference labels are tiled to match the images (the authors' code
@@ -8,6 +10,8 @@
 - `atsnn`: + beta * soft nearest neighbour loss at one layer.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -17,7 +21,7 @@ from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.params import METRICS, ParamError, choice, in_range, layers_of
 from askknn.training import TrainConfig
 
-METHODS = ("at", "askdef", "atsnn")
+METHODS = ("at", "at_wide", "askdef", "atsnn")
 
 
 class AskDefTerm:
@@ -61,6 +65,14 @@ class SnnTerm:
     def __call__(self, model, x, y, x_adv, feats) -> torch.Tensor:
         f = feats[self.layer] if self.adversarial else model.features(x, [self.layer])[self.layer]
         return self.beta * snn_loss(f, y, self.temperature, self.distance)
+
+
+def train_config(method: str, params: dict) -> TrainConfig:
+    """The training settings of `method`: the train section, with at_wide's wider attack."""
+    cfg = TrainConfig.from_params(params["train"])
+    if method == "at_wide":
+        cfg = dataclasses.replace(cfg, wide_attack=dict(params["methods"]["at_wide"]))
+    return cfg
 
 
 def extra_term(method: str, params: dict, data: PreparedData, cfg: TrainConfig):

@@ -24,16 +24,19 @@ class DeepKNN:
         return {layer: self.bank.labels[self.bank.search(layer, self.metric, features[layer], self.k)[1]]
                 for layer in self.layers}
 
+    def vote_counts(self, features: dict) -> np.ndarray:
+        """Votes (B, C) summed over the layers. Every layer has the same K, so argmax_c sum_l p_l^c
+        is argmax_c of the integer counts: exact ties stay exact (float fractions such as
+        1/5 + 2/5 and 0/5 + 3/5 differ in their last bit)."""
+        classes = np.arange(self.bank.num_classes)
+        return sum((labels[..., None] == classes).sum(axis=1) for labels in self.neighbour_labels(features).values())
+
     def class_scores(self, features: dict) -> np.ndarray:
         """sum_l p_l^c(x), shape (B, C)."""
-        scores = 0.0
-        for labels in self.neighbour_labels(features).values():
-            one_hot = labels[..., None] == np.arange(self.bank.num_classes)
-            scores = scores + one_hot.mean(axis=1)
-        return scores
+        return self.vote_counts(features) / self.k
 
     def predict(self, features: dict) -> np.ndarray:
-        return self.class_scores(features).argmax(axis=1)  # argmax keeps the first: smallest class on ties
+        return self.vote_counts(features).argmax(axis=1)  # argmax keeps the first: smallest class on ties
 
     def predict_inputs(self, model, x: torch.Tensor) -> np.ndarray:
         """Predictions for float inputs in [0, 1] (e.g. adversarial examples)."""

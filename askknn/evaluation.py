@@ -1,8 +1,10 @@
-"""Running an attack over the evaluation images and judging it with the real DkNN.
+"""Running an attack over a set of images and judging it with the real DkNN, and tuning an
+attack's open hyper-parameters.
 
-Hyper-parameters an attack leaves open (ASK-Atk's tau and omega, DkNN-Atk's sigmoid steepness)
-are chosen on the first batch: every candidate attacks it, the one leaving the lowest DkNN
-accuracy wins and is kept for the remaining batches. The grid and the choice go into the metrics.
+Tuning (ASK-Atk's tau and omega, DkNN-Atk's sigmoid steepness) happens on a tuning set drawn from
+the held-out split of the training data: every grid entry attacks it, the entry leaving the
+lowest DkNN accuracy wins (the first one on ties). The evaluation images never reach the tuner,
+and no tuning example is scored.
 """
 from __future__ import annotations
 
@@ -26,53 +28,51 @@ def dknn_scores(model, x: torch.Tensor, y: torch.Tensor, dknns: dict[str, DeepKN
     return {name: d.predict(feats) == y for name, d in dknns.items()}
 
 
-def tune_on_batch(make_attack: Callable[..., Callable], grid: list[dict], model, x, y, judge: DeepKNN):
-    """The grid entry whose attack leaves `judge` least accurate on (x, y): (entry, its x_adv, its
-    seconds, every entry's accuracy)."""
-    results, best = [], None
-    for hyper in grid:
-        tic = time.perf_counter()
-        x_adv = make_attack(**hyper)(model, x, y)
-        seconds = time.perf_counter() - tic
-        acc = float(dknn_scores(model, x_adv, y, {"judge": judge})["judge"].mean())
-        results.append({**hyper, "dknn_accuracy": acc})
-        if best is None or acc < best[1]:
-            best = (hyper, acc, x_adv, seconds)
-    return best[0], best[2], best[3], results
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device):
+    for start in range(0, len(labels), batch_size):
+        yield to_float(images[start:start + batch_size].to(device)), labels[start:start + batch_size].to(device)
 
 
-def run_attack(make_attack: Callable[..., Callable], model, images: torch.Tensor, labels: torch.Tensor,
-               dknns: dict[str, DeepKNN], batch_size: int, grid: list[dict] | None = None, device="cpu") -> dict:
-    """Attack uint8 `images` batch by batch; DkNN accuracy (clean and adversarial) per configuration.
+def run_attack(attack: Callable, model, images: torch.Tensor, labels: torch.Tensor, dknns: dict[str, DeepKNN],
+               batch_size: int, device="cpu") -> dict:
+    """Attack uint8 `images` batch by batch with one attack object (it owns the run's generator).
 
-    `make_attack(**hyper)` builds the attack; with a `grid`, hyper is tuned on the first batch
-    against the first DkNN in `dknns` and the winner's adversarial examples for that batch are kept.
-    Time per image covers the attack calls that produced the kept examples.
+    Returns the seconds per image spent in the attack and, per DkNN configuration, the per-image
+    outcomes: `clean` (correct on the clean image) and `adversarial` (correct under attack).
     """
-    judge = next(iter(dknns.values()))
     clean = {name: [] for name in dknns}
     adv = {name: [] for name in dknns}
-    chosen, tuning, seconds, attack = {}, [], 0.0, None
-    for start in range(0, len(labels), batch_size):
-        x = to_float(images[start:start + batch_size].to(device))
-        y = labels[start:start + batch_size].to(device)
+    seconds = 0.0
+    for x, y in batches(images, labels, batch_size, device):
         for name, ok in dknn_scores(model, x, y, dknns).items():
             clean[name].append(ok)
-        if attack is None and grid:
-            chosen, x_adv, spent, tuning = tune_on_batch(make_attack, grid, model, x, y, judge)
-            attack = make_attack(**chosen)
-        else:
-            attack = attack or make_attack()
-            tic = time.perf_counter()
-            x_adv = attack(model, x, y)
-            spent = time.perf_counter() - tic
-        seconds += spent
+        tic = time.perf_counter()
+        x_adv = attack(model, x, y)
+        seconds += time.perf_counter() - tic
         for name, ok in dknn_scores(model, x_adv, y, dknns).items():
             adv[name].append(ok)
-    result = {"seconds_per_image": seconds / len(labels), "images": int(len(labels)), "chosen": chosen,
-              "tuning": tuning, "dknn": {}}
-    for name in dknns:
-        c, a = np.concatenate(clean[name]), np.concatenate(adv[name])
-        result["dknn"][name] = {"clean_accuracy": float(c.mean()), "accuracy": float(a.mean()),
-                                "success_rate": float((~a[c]).mean()) if c.any() else 0.0}
-    return result
+    return {"seconds_per_image": seconds / len(labels), "images": int(len(labels)),
+            "outcomes": {name: {"clean": np.concatenate(clean[name]), "adversarial": np.concatenate(adv[name])}
+                         for name in dknns}}
+
+
+def tune(make_attack: Callable[..., Callable], grid: list[dict], model, images: torch.Tensor,
+         labels: torch.Tensor, judge: DeepKNN, batch_size: int, device="cpu") -> tuple[dict, list[dict]]:
+    """The grid entry whose attack leaves `judge` least accurate on the tuning images, and every
+    entry's accuracy. Each entry's attack is built afresh, so all draw the same random numbers."""
+    results = []
+    for hyper in grid:
+        run = run_attack(make_attack(**hyper), model, images, labels, {"judge": judge}, batch_size, device)
+        results.append({**hyper, "dknn_accuracy": float(run["outcomes"]["judge"]["adversarial"].mean())})
+    best = min(range(len(grid)), key=lambda i: results[i]["dknn_accuracy"])
+    return grid[best], results
+
+
+def on_grid_edge(chosen: dict, grid: list[dict]) -> list[str]:
+    """The hyper-parameters whose chosen value is the smallest or largest that the grid offers."""
+    edges = []
+    for key, value in chosen.items():
+        values = sorted({entry[key] for entry in grid})
+        if len(values) > 1 and value in (values[0], values[-1]):
+            edges.append(key)
+    return edges

@@ -1,32 +1,63 @@
 """The paper's attack experiments, built from the preset: which attack, on which layers, judged
-by which DkNN. Stages call `AttackSuite(params, method).run(...)` and write what it returns."""
+by which DkNN, with which tuned hyper-parameters and which random generator.
+
+The protocol (README, "Evaluation protocol"):
+- every iterative attack steps `attacks.step_fraction` x eps, for `attacks.steps` steps;
+- open hyper-parameters are tuned per trained model on `attacks.tuning_size` images of the
+  held-out split of the training data (`AttackSuite.tune`, stage `tune@<method>`), never on the
+  evaluation images, and then fixed for every run of that model;
+- every run seeds its own generator from (attacks.seed, model, attack, layers, metric, eps,
+  options, start), so a cell does not depend on what ran before it.
+"""
 from __future__ import annotations
 
-import functools
-import itertools
-
+import numpy as np
 import torch
 
-from askknn.attacks.advknn import AdvKnnAttack, KNNBlock
+from askknn.attacks.advknn import AdvKnnAttack, load_blocks
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
 from askknn.bank import FeatureBank
 from askknn.data import PreparedData
 from askknn.dknn import DeepKNN
-from askknn.evaluation import run_attack
-from askknn.io import load_torch, read_json
+from askknn.evaluation import on_grid_edge, run_attack, tune
+from askknn.io import read_json
 from askknn.params import ParamError, choice
-from askknn.runtime import MODELS, PREPARED, bank_path, device, layer_set_name, load_trained
+from askknn.runtime import (MODELS, PREPARED, bank_path, config_hash, device, layer_set_name, load_trained,
+                            tuning_path)
+from askknn.stats import pack, proportion
 
 ATTACKS = ("ask", "dknn_atk", "advknn")
+ASK_OPTIONS = ("k_pos", "k_neg", "target", "random_negatives", "tau")
 
 
 def advknn_block_path(method: str, metric: str):
-    return MODELS / f"advknn_{method}_{metric}.pt"
+    return MODELS / f"advknn_{method}_{metric}.safetensors"
+
+
+def run_seed(*parts) -> int:
+    """A 63-bit seed that depends only on `parts` (stable across processes and machines)."""
+    return int(config_hash(*parts), 16) % 2**63
+
+
+def layer_sets(params: dict) -> list[list[str]]:
+    return [list(s) for s in params["dknn"]["layer_sets"]]
+
+
+def tuning_targets(params: dict, method: str) -> list[tuple[str, tuple, str]]:
+    """The (attack, layers, metric) whose grids `method`'s evaluation needs: every attack and
+    metric of Table 1 for the AT model, ASK-Atk with cosine (Table 3, curves) for the others."""
+    sets = [tuple(s) for s in layer_sets(params)]
+    sweep = tuple(params["experiments"]["sweep_layers"])
+    if method != "at":
+        return [("ask", ls, "cosine") for ls in dict.fromkeys(sets + [sweep])]
+    targets = [(a, ls, m) for a in ("ask", "dknn_atk") for m in params["dknn"]["metrics"] for ls in sets]
+    targets += [(a, sweep, "cosine") for a in ("ask", "dknn_atk")]
+    return list(dict.fromkeys(targets))
 
 
 class AttackSuite:
-    """One trained model, its bank and the evaluation images, ready to be attacked."""
+    """One trained model, its bank, the held-out tuning images and the evaluation images."""
 
     def __init__(self, params: dict, method: str = "at"):
         self.params, self.method = params, method
@@ -35,85 +66,141 @@ class AttackSuite:
         self.model = load_trained(method, params, self.data)
         self.bank, extra = FeatureBank.load(bank_path(method))
         self.held_out = {k[4:]: v for k, v in extra.items() if k.startswith("val_") and k != "val_labels"}
-        self.images, self.labels = self.data.split("eval")
         self.tuned: dict[tuple, dict] = {}
 
-    def reuse_tuning(self, attack: str, metric: str, metrics_file) -> None:
-        """Fix the hyper-parameters an earlier stage chose per layer set (e.g. Table 1's ASK-Atk runs)."""
-        for name, cell in read_json(metrics_file)["layer_sets"].items():
-            if cell["chosen"]:
-                self.tuned[(attack, tuple(name.split("+")), metric)] = cell["chosen"]
+    # ------------------------------------------------------------ images
+    def tuning_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `attacks.tuning_size` images of the held-out split of the training data."""
+        images, labels = self.data.split("val")
+        n = self.cfg["tuning_size"]
+        return images[:n], labels[:n]
 
+    def evaluation_set(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n evaluation images (all of them by default)."""
+        images, labels = self.data.split("eval")
+        return images[:n], labels[:n]
+
+    # ------------------------------------------------------------ attacks
     def dknn(self, layers, metric: str, k: int | None = None) -> DeepKNN:
         return DeepKNN(self.bank, layers, self.k if k is None else k, metric)
 
-    def common(self, eps: int) -> dict:
-        return {"eps": eps / 255, "steps": self.cfg["steps"], "step_size": self.cfg["step_size"] / 255}
+    def budget(self, eps: int) -> dict:
+        """eps in 1/255 -> the attack's radius, steps and step (the step rule: a fraction of eps)."""
+        return {"eps": eps / 255, "steps": self.cfg["steps"], "step_size": self.cfg["step_fraction"] * eps / 255}
 
-    def ask(self, layers, metric: str, eps: int, tau=None, **options):
-        """ASK-Atk factory and its tuning grid (tau, and omega for two layers); a given tau is not tuned."""
+    def ask(self, layers, metric: str, eps: int, **options):
+        """ASK-Atk factory and its grid (tau; omega = the first layer's weight for two layers)."""
         cfg = self.cfg["ask"]
         kw = {"k_pos": cfg["k_pos"], "k_neg": cfg["k_neg"], **options}
-        make = lambda **h: ASKAttack(self.bank, layers, metric=metric, **self.common(eps), **kw,
-                                     **({"tau": tau} if tau is not None else {}), **h)
-        taus = [{}] if tau is not None else [{"tau": t} for t in cfg["tau_grid"][metric]]
-        if len(layers) == 1:
-            return make, (None if tau is not None else taus)
-        omegas = [{"omega": {layers[0]: w, layers[1]: 1 - w}} for w in cfg["omega_grid"]]
-        return make, [{**t, **o} for t, o in itertools.product(taus, omegas)]
+
+        def make(seed, tau=None, omega=None):
+            weights = None if omega is None else {layers[0]: omega, layers[1]: 1 - omega}
+            return ASKAttack(self.bank, layers, metric=metric, **self.budget(eps), **kw, seed=seed,
+                             **({"tau": tau} if tau is not None else {}), omega=weights)
+
+        grid = [{"tau": t} for t in cfg["tau_grid"][metric]]
+        if len(layers) == 2:
+            grid = [{**g, "omega": w} for g in grid for w in cfg["omega_grid"]]
+        return make, grid
+
+    def guides(self) -> int:
+        """DkNN-Atk's m: the DkNN's K (as the original ties them) or a fixed number."""
+        m = self.cfg["dknn_atk"]["guides"]
+        return self.k if m == "k" else int(m)
 
     def dknn_atk(self, layers, metric: str, eps: int):
         cfg = self.cfg["dknn_atk"]
         eta = dknn_thresholds(self.bank, self.held_out, layers, self.k, metric)
-        common = self.common(eps)
+        budget = self.budget(eps)
         if cfg["optimizer"] == "adam":
-            common["steps"] = cfg["adam_steps"]
-        make = lambda **h: DkNNAttack(self.bank, layers, thresholds=eta, metric=metric, guides=cfg["guides"],
-                                      optimizer=cfg["optimizer"], adam_lr=cfg["adam_lr"], **common, **h)
+            budget["steps"] = cfg["adam_steps"]
+
+        def make(seed, steepness):
+            return DkNNAttack(self.bank, layers, thresholds=eta, metric=metric, guides=self.guides(),
+                              steepness=steepness, optimizer=cfg["optimizer"], adam_lr=cfg["adam_lr"], seed=seed,
+                              **budget)
         return make, [{"steepness": a} for a in cfg["steepness_grid"][metric]]
 
     def advknn(self, layers, metric: str, eps: int):
-        cfg = self.cfg["advknn"]
         path = advknn_block_path(self.method, metric)
         if not path.exists():
-            raise ParamError(f"{path} is missing; run the advknn_block stage first (dvc repro)")
-        block = KNNBlock.from_state(load_torch(path))
-        lam = cfg["lam_single"] if len(layers) == 1 else cfg["lam_multi"]
-        make = lambda **h: AdvKnnAttack(block, self.bank, layers, k=self.k, metric=metric, lam=lam,
-                                        **self.common(eps), **h)
-        return make, None
+            raise ParamError(f"{path} is missing; run the advknn_block stage first (dvc repro advknn_block@{metric})")
+        block = load_blocks(path)["single" if len(layers) == 1 else "multi"]
 
-    def run(self, attack: str, layers, metric: str, eps: int, judges: dict[str, DeepKNN] | None = None,
-            **options) -> dict:
-        """Attack the evaluation images; judged by the DkNN on the attacked layers unless `judges` given.
+        def make(seed):
+            return AdvKnnAttack(block, self.bank, layers, k=self.k, metric=metric, seed=seed, **self.budget(eps))
+        return make, []
 
-        The first run of an (attack, layers, metric) tunes its hyper-parameters on the first batch;
-        later runs of the same triple (other eps, K, ...) reuse that choice, as the paper fixes them.
-        """
+    def factory(self, attack: str, layers, metric: str, eps: int, options: dict):
         choice("attack", attack, ATTACKS)
-        if options and attack != "ask":
-            raise ParamError(f"options {', '.join(sorted(options))} apply to ASK-Atk only, not to {attack}")
-        make, grid = getattr(self, attack)(list(layers), metric, eps, **options)
+        unknown = sorted(set(options) - set(ASK_OPTIONS))
+        if unknown or (options and attack != "ask"):
+            raise ParamError(f"options {', '.join(sorted(options))} apply to ASK-Atk only "
+                             f"({', '.join(ASK_OPTIONS)}), not to {attack}")
+        if attack == "ask":
+            return self.ask(list(layers), metric, eps, **{k: v for k, v in options.items() if k != "tau"})
+        return getattr(self, attack)(list(layers), metric, eps)
+
+    # ------------------------------------------------------------ tuning
+    def tune(self, attack: str, layers, metric: str, eps: int) -> dict:
+        """Choose `attack`'s open hyper-parameters on the tuning set (held-out training images)."""
+        make, grid = self.factory(attack, layers, metric, eps, {})
+        seed = run_seed(self.cfg["seed"], self.method, attack, list(layers), metric, eps, "tuning")
+        images, labels = self.tuning_set()
+        chosen, results = tune(lambda **h: make(seed, **h), grid, self.model, images, labels,
+                               self.dknn(layers, metric), self.cfg["batch_size"], device())
+        self.tuned[(attack, tuple(layers), metric)] = chosen
+        return {"attack": attack, "layers": list(layers), "metric": metric, "eps": eps, "chosen": chosen,
+                "on_grid_edge": on_grid_edge(chosen, grid), "grid": results, "split": "val (held out of training)",
+                "images": int(len(labels))}
+
+    def use_tuning(self, path=None) -> None:
+        """Fix the hyper-parameters that stage tune@<method> chose for this model."""
+        path = tuning_path(self.method) if path is None else path
+        if not path.exists():
+            raise ParamError(f"{path} is missing; run the tuning stage first (dvc repro tune@{self.method})")
+        for cell in read_json(path)["cells"]:
+            self.tuned[(cell["attack"], tuple(cell["layers"]), cell["metric"])] = cell["chosen"]
+
+    def hyper(self, attack: str, layers, metric: str, grid: list[dict], options: dict) -> dict:
+        if not grid:
+            return {}
         key = (attack, tuple(layers), metric)
-        if grid and key in self.tuned:
-            make, grid = functools.partial(make, **self.tuned[key]), None
+        if key not in self.tuned:
+            raise ParamError(f"no tuned hyper-parameters for {attack} on {layer_set_name(layers)} ({metric}) "
+                             f"of the {self.method} model; run the tuning stage (dvc repro tune@{self.method})")
+        fixed = {k: options[k] for k in ("tau",) if k in options}
+        return {**self.tuned[key], **fixed}
+
+    # ------------------------------------------------------------ runs
+    def run(self, attack: str, layers, metric: str, eps: int, judges: dict[str, DeepKNN] | None = None,
+            n: int | None = None, start: int = 0, **options) -> dict:
+        """Attack the first n evaluation images (all by default); judged by the DkNN on the attacked
+        layers unless `judges` is given. `start` numbers independent random starts of one setting."""
+        make, grid = self.factory(attack, layers, metric, eps, options)
+        hyper = self.hyper(attack, layers, metric, grid, options)
+        seed = run_seed(self.cfg["seed"], self.method, attack, list(layers), metric, eps,
+                        sorted(options.items()), start)
         judges = judges or {layer_set_name(layers): self.dknn(layers, metric)}
-        torch.manual_seed(0)
-        result = run_attack(make, self.model, self.images, self.labels, judges, self.cfg["batch_size"],
-                            grid if eps > 0 else None, device())
-        if grid and eps > 0:
-            self.tuned[key] = result["chosen"]
-        elif key in self.tuned:
-            result["chosen"] = self.tuned[key]
-        return result
+        images, labels = self.evaluation_set(n)
+        result = run_attack(make(seed, **hyper), self.model, images, labels, judges, self.cfg["batch_size"], device())
+        return {**result, "hyper": hyper, "seed": seed}
 
 
-def summary(result: dict, judge: str) -> dict:
-    """The numbers a table cell needs from one `run_attack` result."""
-    return {"accuracy": result["dknn"][judge]["accuracy"], "clean_accuracy": result["dknn"][judge]["clean_accuracy"],
-            "success_rate": result["dknn"][judge]["success_rate"], "seconds_per_image": result["seconds_per_image"],
-            "chosen": result["chosen"], "tuning": result["tuning"]}
+def cell(result: dict, judge: str) -> dict:
+    """The numbers a table cell needs from one `run` result: accuracy with n and 95% interval."""
+    outcomes = result["outcomes"][judge]
+    clean, adv = outcomes["clean"], outcomes["adversarial"]
+    return {**proportion(adv), "clean": proportion(clean),
+            "success_rate": float((~adv[clean]).mean()) if clean.any() else 0.0,
+            "seconds_per_image": result["seconds_per_image"], "hyper": result["hyper"]}
 
 
-def layer_sets(params: dict) -> list[list[str]]:
-    return [list(s) for s in params["dknn"]["layer_sets"]]
+def outcome(result: dict, judge: str) -> str:
+    """Per-image outcomes under attack (1 = still correct), for paired tests in the report."""
+    return pack(result["outcomes"][judge]["adversarial"])
+
+
+def worst_case(results: list[dict], judge: str) -> np.ndarray:
+    """Per image: correct under every run (an image counts as robust only if every run fails)."""
+    return np.logical_and.reduce([r["outcomes"][judge]["adversarial"] for r in results])

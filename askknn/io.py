@@ -1,8 +1,16 @@
-"""Atomic writes: every output appears whole or not at all."""
+"""Atomic writes: every output appears whole or not at all; files read back name themselves in errors.
+
+An atomic write goes to a temporary file beside its target, named `.tmp-<target name>-<8 random
+characters><suffix>`, and is renamed onto the target only when complete. A process killed mid-write
+leaves that temporary behind: `.dvcignore` hides the pattern from DVC (so a folder that stages depend
+on keeps its hash), and the next write of the same target removes it.
+"""
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,13 +19,30 @@ from typing import Iterator
 import numpy as np
 import torch
 
+TMP_PREFIX = ".tmp-"          # .dvcignore holds the matching pattern: .tmp-*
+METADATA_KEY = "askknn"       # safetensors metadata: one key holding sorted JSON (stable bytes)
+
+
+class UnreadableFile(RuntimeError):
+    """A file that exists but cannot be read (truncated, corrupted, or refused); the message names it."""
+
+
+def stale_temporaries(path: Path) -> list[Path]:
+    """Temporaries left by interrupted atomic writes of `path` (and only of `path`)."""
+    pattern = re.compile(re.escape(TMP_PREFIX + path.name) + r"-[a-z0-9_]{8}" + re.escape(path.suffix))
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    for stale in stale_temporaries(path):   # left by a write that was killed
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}-", suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -26,6 +51,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path, obj) -> None:
@@ -54,9 +84,48 @@ def load_npz(path) -> dict[str, np.ndarray]:
 
 
 def save_torch(path, obj) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """A torch file (training checkpoints). Serialised in memory first: torch stores the file's name
+    inside the archive, so saving straight to the temporary would make identical states differ."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_torch(path, map_location="cpu"):
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Tensors and plain containers only (weights_only=True); any failure names the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:   # truncated zip, bad pickle, refused global: all "cannot be read"
+        reason = ("refused by weights_only loading: it holds more than tensors and plain containers"
+                  if "weights_only" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise UnreadableFile(f"{path} cannot be read ({reason})") from exc
+
+
+def save_weights(path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Tensors as safetensors: no pickle, and identical tensors and metadata give identical bytes.
+    The metadata (any JSON-able dict) is stored as one sorted-JSON string: safetensors writes several
+    metadata keys in a per-process random order."""
+    from safetensors.torch import save_file
+
+    meta = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+
+
+def load_weights(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and the metadata of a safetensors file; an unreadable file is named in the error."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as exc:   # SafetensorError: truncated, not safetensors, bad header
+        raise UnreadableFile(f"{path} cannot be read as a safetensors file ({exc})") from exc
+    if set(meta) == {METADATA_KEY}:
+        meta = json.loads(meta[METADATA_KEY])
+    return tensors, meta

@@ -123,7 +123,7 @@ def check_attacks(p: dict, per_class: int) -> None:
     """The attack settings and the experiment grids."""
     attacks, exp = p["attacks"], p["experiments"]
     in_range("attacks.steps", attacks["steps"], 0, 10**6, integer=True)
-    positive("attacks.step_size", [attacks["step_size"]])
+    in_range("attacks.step_fraction", attacks["step_fraction"], 1e-6, 1)
     ask, dknn_atk = attacks["ask"], attacks["dknn_atk"]
     at_most_bank_share("attacks.ask.k_pos", [ask["k_pos"]], per_class)
     at_most_bank_share("attacks.ask.k_neg", [ask["k_neg"]], per_class)
@@ -131,7 +131,8 @@ def check_attacks(p: dict, per_class: int) -> None:
         positive(f"attacks.ask.tau_grid.{metric}", ask["tau_grid"][metric])
     for w in ask["omega_grid"]:
         in_range("attacks.ask.omega_grid", w, 0, 1)
-    at_most_bank_share("attacks.dknn_atk.guides", [dknn_atk["guides"]], per_class)
+    if dknn_atk["guides"] != "k":
+        at_most_bank_share("attacks.dknn_atk.guides", [dknn_atk["guides"]], per_class)
     for metric in METRICS:
         positive(f"attacks.dknn_atk.steepness_grid.{metric}", dknn_atk["steepness_grid"][metric])
     choice("attacks.dknn_atk.optimizer", dknn_atk["optimizer"], ["sign", "adam"])

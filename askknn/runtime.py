@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from askknn.data import PreparedData
-from askknn.io import load_torch
+from askknn.io import load_torch, write_json
 from askknn.models import create_model
 
 PREPARED = Path("data/prepared")
@@ -20,6 +20,7 @@ BANKS = Path("banks")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
+OUTCOMES = Path("outcomes")   # per-image outcomes of every evaluation, for the report's paired tests
 
 
 def device() -> torch.device:
@@ -42,6 +43,10 @@ def file_digest(path: Path) -> str:
 
 def model_path(method: str) -> Path:
     return MODELS / f"{method}.pt"
+
+
+def tuning_path(method: str) -> Path:
+    return METRICS / "tuning" / f"{method}.json"
 
 
 def bank_path(method: str) -> Path:
@@ -72,3 +77,10 @@ def stage_arguments(doc: str, *names: str, choices: dict | None = None) -> list[
 
 def layer_set_name(layers) -> str:
     return "+".join(layers)
+
+
+def write_evaluation(kind: str, name: str, summary: dict, outcomes: dict) -> None:
+    """A stage's small metrics file (metrics/<kind>/<name>.json) and its per-image outcomes
+    (outcomes/<kind>/<name>.json), the latter read only by the report's paired tests."""
+    write_json(METRICS / kind / f"{name}.json", summary)
+    write_json(OUTCOMES / kind / f"{name}.json", outcomes)

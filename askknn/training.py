@@ -37,6 +37,7 @@ class TrainConfig:
     augment: str = "none"          # none | crop_flip
     attack_mode: str = "eval"      # the model's mode while crafting: eval | train
     seed: int = 0
+    wide_attack: dict | None = None   # at_wide: {eps, steps, step_size} of the training attack only
 
     @classmethod
     def from_params(cls, section: dict) -> "TrainConfig":
@@ -45,6 +46,15 @@ class TrainConfig:
     def pgd(self, steps: int | None = None) -> PGD:
         return PGD(self.eps / 255, steps=self.pgd_steps if steps is None else steps,
                    step_size=self.pgd_step_size / 255, train_mode=self.attack_mode == "train")
+
+    def training_pgd(self) -> PGD:
+        """The attack the model trains on: PGD at the AT budget, or at_wide's wider one. Held-out
+        metrics always use the AT budget, so every method's curves are comparable."""
+        if self.wide_attack is None:
+            return self.pgd()
+        w = self.wide_attack
+        return PGD(w["eps"] / 255, steps=w["steps"], step_size=w["step_size"] / 255,
+                   train_mode=self.attack_mode == "train")
 
     def lr_at(self, epoch: int) -> float:
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
@@ -86,12 +96,32 @@ def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size
 
 
 def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list]:
+    """(epochs done, history) from `path`, or (0, []) to start over. A checkpoint that cannot be read
+    (truncated, refused by weights_only loading, or of another shape) never blocks training: it is
+    renamed aside to `<name>.unreadable`, a warning names it, and the model and optimizer keep their
+    fresh state, so the run is the same as one that never had a checkpoint."""
+    import copy
+    import os
+    import warnings
+
+    path = Path(path)
     if not path.exists():
         return 0, []
-    state = load_torch(path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return state["epoch"], state["history"]
+    fresh_model, fresh_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    try:
+        state = load_torch(path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, history = int(state["epoch"]), list(state["history"])
+    except Exception as exc:   # UnreadableFile, missing keys, mismatched shapes: all mean "start over"
+        model.load_state_dict(fresh_model)
+        optimizer.load_state_dict(fresh_optimizer)
+        aside = path.with_name(path.name + ".unreadable")
+        os.replace(path, aside)
+        warnings.warn(f"checkpoint {path} cannot be resumed ({exc}); moved it to {aside} and training "
+                      f"starts over from epoch 0", RuntimeWarning, stacklevel=2)
+        return 0, []
+    return epoch, history
 
 
 def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, extra_term: ExtraTerm | None = None,
@@ -105,7 +135,7 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         log(f"resuming from {checkpoint} after epoch {start}")
     x_train, y_train = data.split("train")
     x_val, y_val = data.split("val")
-    attack, val_attack = cfg.pgd(), cfg.pgd(cfg.val_pgd_steps)
+    attack, val_attack = cfg.training_pgd(), cfg.pgd(cfg.val_pgd_steps)
     layers = getattr(extra_term, "layers", [])
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)

@@ -1,9 +1,11 @@
-"""Stage advknn_block@<metric>: AdvKnn's deep kNN block for the AT model, trained on the cached bank
-features (backbone frozen), and its agreement with the real kNN on held-out images."""
-from askknn.attacks.advknn import knn_agreement, train_knn_block
+"""Stage advknn_block@<metric>: AdvKnn's deep kNN blocks for the AT model, trained on the cached bank
+features (backbone frozen), and their agreement with the real kNN on held-out images. Two blocks,
+one per CE weight of the original: `single` (lam_single, for one-layer attacks) and `multi`
+(lam_multi, for attacks on several layers), so each attack ascends the loss its block learnt."""
+from askknn.attacks.advknn import knn_agreement, save_blocks, train_knn_block
 from askknn.bank import FeatureBank
 from askknn.experiments import advknn_block_path
-from askknn.io import save_torch, write_json
+from askknn.io import write_json
 from askknn.params import METRICS as METRIC_NAMES, load_params
 from askknn.runtime import METRICS, bank_path, stage_arguments
 
@@ -13,14 +15,15 @@ def main() -> None:
     params = load_params()
     cfg, k, layers = params["attacks"]["advknn"], params["dknn"]["k"], params["dknn"]["layers"]
     bank, extra = FeatureBank.load(bank_path("at"))
-    lam = cfg["lam_single"] if len(layers) == 1 else cfg["lam_multi"]
-    block, history = train_knn_block(bank, layers, k, metric, epochs=cfg["epochs"], lr=cfg["lr"], lam=lam,
-                                     seed=params["data"]["seed"])
     held_out = {layer: extra[f"val_{layer}"] for layer in layers}
-    save_torch(advknn_block_path("at", metric), block.state())
-    write_json(METRICS / "advknn" / f"{metric}.json", {
-        "metric": metric, "epochs": cfg["epochs"], "final_loss": history[-1],
-        "agreement_with_knn": knn_agreement(block, bank, held_out, layers, k, metric)})
+    blocks, summary = {}, {}
+    for name in ("single", "multi"):
+        blocks[name], history = train_knn_block(bank, layers, k, metric, epochs=cfg["epochs"], lr=cfg["lr"],
+                                                lam=cfg[f"lam_{name}"], seed=params["data"]["seed"])
+        summary[name] = {"lam": cfg[f"lam_{name}"], "final_loss": history[-1],
+                         "agreement_with_knn": knn_agreement(blocks[name], bank, held_out, layers, k, metric)}
+    save_blocks(advknn_block_path("at", metric), blocks)
+    write_json(METRICS / "advknn" / f"{metric}.json", {"metric": metric, "epochs": cfg["epochs"], **summary})
 
 
 if __name__ == "__main__":

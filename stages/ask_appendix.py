@@ -1,73 +1,84 @@
-"""Stage ask_appendix@<experiment>: the paper's appendix studies of ASK-Atk on the AT model, with
-tau and omega fixed to what Table 1's runs (stage attack@ask-<metric>) chose on their first batch.
+"""Stage ask_appendix@<experiment>: the paper's appendix studies of ASK-Atk on the AT model, on the
+first `experiments.subset_size` evaluation images, with tau and omega as tune@at chose them.
 
 targeted          Table 6: targeted ASK-Atk (target = nearest class on average), l2
-random_negatives  Table 7: X- drawn at random from each class, cosine
+random_negatives  Table 7: X- drawn at random from each class (X+ by kNN search), cosine
 cross_layers      Table 8: attack on one layer set, DkNN on another
 tau_k             Figure 4 left: fixed temperatures, K of attack = K of DkNN
 attacker_k        Figure 4 right: attacker's K against the DkNN's K
 k_pos_neg         Table 9: K+ against K- (DkNN K = K+)
 """
-from askknn.experiments import AttackSuite, layer_sets, summary
-from askknn.io import write_json
+from askknn.experiments import AttackSuite, cell, layer_sets, outcome
 from askknn.params import load_params
-from askknn.runtime import METRICS, layer_set_name, stage_arguments
+from askknn.runtime import layer_set_name, stage_arguments, write_evaluation
+
+# Every experiment returns nested dicts whose leaves are (run result, judge name).
 
 
-def targeted(suite, p):
-    return {layer_set_name(ls): summary(suite.run("ask", ls, "l2", p["eps"], target="nearest"), layer_set_name(ls))
+def over_layer_sets(suite, p, metric, **options):
+    n = p["experiments"]["subset_size"]
+    return {layer_set_name(ls): (suite.run("ask", ls, metric, p["eps"], n=n, **options), layer_set_name(ls))
             for ls in layer_sets(p)}
 
 
+def targeted(suite, p):
+    return over_layer_sets(suite, p, "l2", target="nearest")
+
+
 def random_negatives(suite, p):
-    return {layer_set_name(ls): summary(suite.run("ask", ls, "cosine", p["eps"], random_negatives=True),
-                                        layer_set_name(ls)) for ls in layer_sets(p)}
+    return over_layer_sets(suite, p, "cosine", random_negatives=True)
 
 
 def cross_layers(suite, p):
     judges = {layer_set_name(ls): suite.dknn(ls, "cosine") for ls in layer_sets(p)}
-    cells = {}
-    for ls in layer_sets(p):
-        result = suite.run("ask", ls, "cosine", p["eps"], judges=judges)
-        cells[layer_set_name(ls)] = {judge: summary(result, judge) for judge in judges}
-    return cells  # cells[attacked layers][DkNN layers]
+    runs = {layer_set_name(ls): suite.run("ask", ls, "cosine", p["eps"], judges=judges,
+                                          n=p["experiments"]["subset_size"]) for ls in layer_sets(p)}
+    return {attacked: {judge: (run, judge) for judge in judges} for attacked, run in runs.items()}
 
 
 def tau_k(suite, p):
-    layers, exp = p["experiments"]["sweep_layers"], p["experiments"]
-    return {str(tau): {str(k): summary(suite.run("ask", layers, "cosine", p["eps"], tau=tau, k_pos=k, k_neg=k,
-                                                 judges={"dknn": suite.dknn(layers, "cosine", k)}), "dknn")
+    exp = p["experiments"]
+    layers = exp["sweep_layers"]
+    return {str(tau): {str(k): (suite.run("ask", layers, "cosine", p["eps"], n=exp["subset_size"], tau=tau, k_pos=k,
+                                          k_neg=k, judges={"dknn": suite.dknn(layers, "cosine", k)}), "dknn")
                        for k in exp["k_values"]} for tau in exp["tau_values"]}
 
 
 def attacker_k(suite, p):
-    layers, ks = p["experiments"]["sweep_layers"], p["experiments"]["k_values"]
+    exp = p["experiments"]
+    layers, ks = exp["sweep_layers"], exp["k_values"]
     judges = {str(k): suite.dknn(layers, "cosine", k) for k in ks}
-    cells = {}
-    for k in ks:
-        result = suite.run("ask", layers, "cosine", p["eps"], k_pos=k, k_neg=k, judges=judges)
-        cells[str(k)] = {judge: summary(result, judge) for judge in judges}
-    return cells  # cells[attacker K][DkNN K]
+    runs = {str(k): suite.run("ask", layers, "cosine", p["eps"], n=exp["subset_size"], k_pos=k, k_neg=k,
+                              judges=judges) for k in ks}
+    return {attacker: {judge: (run, judge) for judge in judges} for attacker, run in runs.items()}
 
 
 def k_pos_neg(suite, p):
-    layers, exp = p["experiments"]["sweep_layers"], p["experiments"]
-    return {str(kp): {str(kn): summary(suite.run("ask", layers, "cosine", p["eps"], k_pos=kp, k_neg=kn,
-                                                 judges={"dknn": suite.dknn(layers, "cosine", kp)}), "dknn")
+    exp = p["experiments"]
+    layers = exp["sweep_layers"]
+    return {str(kp): {str(kn): (suite.run("ask", layers, "cosine", p["eps"], n=exp["subset_size"], k_pos=kp,
+                                          k_neg=kn, judges={"dknn": suite.dknn(layers, "cosine", kp)}), "dknn")
                       for kn in exp["k_neg_values"]} for kp in exp["k_pos_values"]}
 
 
 EXPERIMENTS = {f.__name__: f for f in (targeted, random_negatives, cross_layers, tau_k, attacker_k, k_pos_neg)}
 
 
+def leaves(tree, read):
+    """`tree` with every (result, judge) leaf replaced by read(result, judge)."""
+    if isinstance(tree, tuple):
+        return read(*tree)
+    return {key: leaves(value, read) for key, value in tree.items()}
+
+
 def main() -> None:
     name, = stage_arguments(__doc__, "experiment", choices={"experiment": sorted(EXPERIMENTS)})
     params = load_params()
     suite = AttackSuite(params, "at")
-    for metric in ("cosine", "l2"):   # tau and omega as tuned on Table 1's first batch, then fixed
-        suite.reuse_tuning("ask", metric, METRICS / "attack" / f"ask_{metric}.json")
-    cells = EXPERIMENTS[name](suite, params)
-    write_json(METRICS / "ask_appendix" / f"{name}.json", {"experiment": name, "eps": params["eps"], "cells": cells})
+    suite.use_tuning()
+    runs = EXPERIMENTS[name](suite, params)
+    write_evaluation("ask_appendix", name, {"experiment": name, "eps": params["eps"], "cells": leaves(runs, cell)},
+                     leaves(runs, outcome))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
-"""Stage eps_sweep@<attack>: DkNN accuracy of the AT model against the budget (Figure 1, left)."""
-from askknn.experiments import ATTACKS, AttackSuite, summary
-from askknn.io import write_json
+"""Stage eps_sweep@<attack>: DkNN accuracy of the AT model under DkNN-Atk or AdvKnn against the
+budget (Figure 1, left; ASK-Atk's curve is evaluate_defense@at's), on the first
+`experiments.subset_size` evaluation images. The step follows the budget (step rule)."""
+from askknn.experiments import AttackSuite, cell, outcome
 from askknn.params import load_params
-from askknn.runtime import METRICS, layer_set_name, stage_arguments
+from askknn.runtime import layer_set_name, stage_arguments, write_evaluation
+
+SWEPT = ("dknn_atk", "advknn")
 
 
 def main() -> None:
-    attack, = stage_arguments(__doc__, "attack", choices={"attack": ATTACKS})
+    attack, = stage_arguments(__doc__, "attack", choices={"attack": SWEPT})
     params = load_params()
     exp = params["experiments"]
-    layers = exp["sweep_layers"]
+    layers, name = exp["sweep_layers"], layer_set_name(exp["sweep_layers"])
     suite = AttackSuite(params, "at")
-    points = {str(eps): summary(suite.run(attack, layers, "cosine", eps), layer_set_name(layers))
-              for eps in sorted(exp["eps_sweep"], key=lambda e: e == 0)}
-    write_json(METRICS / "eps_sweep" / f"{attack}.json", {"attack": attack, "layers": layers, "points": points})
+    suite.use_tuning()
+    runs = {str(eps): suite.run(attack, layers, "cosine", eps, n=exp["subset_size"]) for eps in exp["eps_sweep"]}
+    write_evaluation("eps_sweep", attack, {"attack": attack, "layers": layers,
+                                           "points": {e: cell(r, name) for e, r in runs.items()}},
+                     {e: outcome(r, name) for e, r in runs.items()})
 
 
 if __name__ == "__main__":

@@ -1,14 +1,33 @@
-"""Stage evaluate_defense@<method>: robustness of one trained model.
+"""Stage evaluate_defense@<method>: robustness of one trained model, with its own tuning.
 
-DkNN accuracy under ASK-Atk at every layer set (Tables 3, 4), against the budget (Figure 1 right)
-and against K (Figure 5), and the DNN's accuracy under PGD (Table 5)."""
+- DkNN accuracy under ASK-Atk (cosine) at every layer set on every evaluation image (Table 3;
+  the AT model's cells are Table 1's, stage attack@ask-cosine, and are not computed twice);
+- against the budget (Figure 1) and against K (Figure 5), on the first `experiments.subset_size`
+  evaluation images;
+- the DNN's accuracy under PGD on every evaluation image (Table 5), step = step_fraction x eps.
+"""
+import torch
+
 from askknn.attacks.pgd import PGD
 from askknn.defenses import METHODS
-from askknn.experiments import AttackSuite, layer_sets, summary
-from askknn.io import read_json, write_json
+from askknn.evaluation import batches
+from askknn.experiments import AttackSuite, cell, layer_sets, outcome, run_seed
 from askknn.params import load_params
-from askknn.runtime import METRICS, device, layer_set_name, stage_arguments
-from askknn.training import evaluate
+from askknn.runtime import device, layer_set_name, stage_arguments, write_evaluation
+from askknn.stats import pack, proportion
+
+
+def pgd_outcomes(suite: AttackSuite, eps: int) -> torch.Tensor:
+    """Per evaluation image, whether the DNN is still correct under PGD at eps (in 1/255)."""
+    exp, cfg = suite.params["experiments"], suite.cfg
+    attack = PGD(eps / 255, exp["pgd_steps"], cfg["step_fraction"] * eps / 255, restarts=exp["pgd_restarts"],
+                 seed=run_seed(cfg["seed"], suite.method, "pgd", eps))
+    correct = []
+    for x, y in batches(*suite.evaluation_set(), cfg["batch_size"], device()):
+        x_adv = attack(suite.model, x, y)
+        with torch.no_grad():
+            correct.append((suite.model(x_adv).argmax(1) == y).cpu())
+    return torch.cat(correct).numpy()
 
 
 def main() -> None:
@@ -16,23 +35,23 @@ def main() -> None:
     params = load_params()
     exp, eps = params["experiments"], params["eps"]
     suite = AttackSuite(params, method)
-    layers = exp["sweep_layers"]
-    result = {
-        "ask": {layer_set_name(ls): summary(suite.run("ask", ls, "cosine", eps), layer_set_name(ls))
-                for ls in layer_sets(params)},
-        "eps_curve": {str(e): summary(suite.run("ask", layers, "cosine", e), layer_set_name(layers))
-                      for e in sorted(exp["eps_sweep"], key=lambda e: e == 0)},
-        "k_curve": {str(k): summary(suite.run("ask", layers, "cosine", eps, k_pos=k, k_neg=k,
-                                              judges={"dknn": suite.dknn(layers, "cosine", k)}), "dknn")
-                    for k in exp["k_values"]},
-        "pgd": {str(e): evaluate(suite.model, suite.images, suite.labels,
-                                 PGD(e / 255, exp["pgd_steps"], 2.5 * e / exp["pgd_steps"] / 255,
-                                     restarts=exp["pgd_restarts"]), device=device())["accuracy"]
-                for e in exp["pgd_eps"]},
-    }
-    epoch_seconds = {m: read_json(METRICS / "train" / f"{m}.json")["epoch_seconds"] for m in (method, "at")}
-    result["epoch_time_ratio_to_at"] = epoch_seconds[method] / epoch_seconds["at"]
-    write_json(METRICS / "defense" / f"{method}.json", {"method": method, "eps": eps, **result})
+    suite.use_tuning()
+    layers, name = exp["sweep_layers"], layer_set_name(exp["sweep_layers"])
+    runs = {"eps_curve": {str(e): suite.run("ask", layers, "cosine", e, n=exp["subset_size"])
+                          for e in exp["eps_sweep"]},
+            "k_curve": {str(k): suite.run("ask", layers, "cosine", eps, n=exp["subset_size"], k_pos=k, k_neg=k,
+                                          judges={name: suite.dknn(layers, "cosine", k)})
+                        for k in exp["k_values"]}}
+    if method != "at":
+        runs["ask"] = {layer_set_name(ls): suite.run("ask", ls, "cosine", eps) for ls in layer_sets(params)}
+    summary = {part: {key: cell(r, name if part != "ask" else key) for key, r in group.items()}
+               for part, group in runs.items()}
+    outcomes = {part: {key: outcome(r, name if part != "ask" else key) for key, r in group.items()}
+                for part, group in runs.items()}
+    pgd = {str(e): pgd_outcomes(suite, e) for e in exp["pgd_eps"]}
+    summary["pgd"] = {e: proportion(ok) for e, ok in pgd.items()}
+    outcomes["pgd"] = {e: pack(ok) for e, ok in pgd.items()}
+    write_evaluation("defense", method, {"method": method, "eps": eps, **summary}, outcomes)
 
 
 if __name__ == "__main__":

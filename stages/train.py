@@ -1,17 +1,17 @@
 """Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.pt."""
 from askknn.data import PreparedData
-from askknn.defenses import METHODS, extra_term
+from askknn.defenses import METHODS, extra_term, train_config
 from askknn.io import save_torch, write_json, write_text
 from askknn.params import load_params
 from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, file_digest, model_path,
                             new_model, seed_everything, stage_arguments)
-from askknn.training import TrainConfig, train_model
+from askknn.training import train_model
 
 
 def main() -> None:
     method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
-    cfg = TrainConfig.from_params(params["train"])
+    cfg = train_config(method, params)
     seed_everything(cfg.seed)
     data = PreparedData(PREPARED)
     model = new_model(params, data)

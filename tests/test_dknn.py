@@ -57,3 +57,14 @@ def test_k_larger_than_a_class_share_is_rejected(random_bank):
         DeepKNN(bank, ["conv3"], 61)
     with pytest.raises(ParamError, match="conv5"):
         DeepKNN(bank, ["conv5"], 5)
+
+
+def test_exact_vote_ties_across_layers_go_to_the_smallest_class(random_bank):
+    """Class 0 gets 0/5 + 3/5 and class 1 gets 1/5 + 2/5 votes: an exact tie that float fractions
+    break in favour of class 1 (0.2 + 0.4 > 0.6 in binary floating point)."""
+    bank, queries = random_bank
+    dknn = DeepKNN(bank, ["conv3", "conv4"], 5, "l2")
+    dknn.neighbour_labels = lambda features: {"conv3": np.array([[1, 2, 3, 4, 2]]),
+                                              "conv4": np.array([[0, 0, 0, 1, 1]])}
+    np.testing.assert_array_equal(dknn.vote_counts(None), [[3, 3, 2, 1, 1]])
+    np.testing.assert_array_equal(dknn.predict(None), [0])

@@ -9,6 +9,8 @@ kNN histogram and label. Success is judged by the real DkNN only.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from torch import nn
 
 from askknn.attacks.base import Attack
 from askknn.bank import FeatureBank
+from askknn.io import load_weights, save_weights
 from askknn.params import METRICS, ParamError, choice
 
 
@@ -25,11 +28,12 @@ def default_lambda(layers) -> float:
 
 
 class KNNBlock(nn.Module):
-    """One linear head (D_l -> C) per DkNN layer; `forward` maps {layer: feature} to {layer: logits}."""
+    """One linear head (D_l -> C) per DkNN layer; `forward` maps {layer: feature} to {layer: logits}.
+    `lam` is the CE weight it was trained with: its attack must ascend the same loss."""
 
-    def __init__(self, dims: dict[str, int], num_classes: int):
+    def __init__(self, dims: dict[str, int], num_classes: int, lam: float):
         super().__init__()
-        self.dims, self.num_classes = dict(dims), num_classes
+        self.dims, self.num_classes, self.lam = dict(dims), num_classes, float(lam)
         self.heads = nn.ModuleDict({layer: nn.Linear(d, num_classes) for layer, d in self.dims.items()})
 
     @property
@@ -39,15 +43,29 @@ class KNNBlock(nn.Module):
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {layer: self.heads[layer](f) for layer, f in features.items()}
 
-    def state(self) -> dict:
-        """Everything `from_state` needs, as plain tensors and numbers (loadable with weights_only)."""
-        return {"dims": self.dims, "num_classes": self.num_classes, "weights": self.state_dict()}
+    def config(self) -> dict:
+        """What `from_weights` needs besides the weights (JSON-serialisable)."""
+        return {"dims": self.dims, "num_classes": self.num_classes, "lam": self.lam}
 
     @classmethod
-    def from_state(cls, state: dict) -> "KNNBlock":
-        block = cls(state["dims"], state["num_classes"])
-        block.load_state_dict(state["weights"])
+    def from_weights(cls, config: dict, weights: dict[str, torch.Tensor]) -> "KNNBlock":
+        block = cls(config["dims"], config["num_classes"], config["lam"])
+        block.load_state_dict(weights)
         return block.eval()
+
+
+def save_blocks(path, blocks: dict[str, KNNBlock]) -> None:
+    """Several named blocks in one safetensors file (byte-identical for identical weights)."""
+    tensors = {f"{name}.{key}": value for name, block in blocks.items() for key, value in block.state_dict().items()}
+    save_weights(path, tensors, {"blocks": json.dumps({name: b.config() for name, b in blocks.items()})})
+
+
+def load_blocks(path) -> dict[str, KNNBlock]:
+    tensors, metadata = load_weights(path)
+    configs = json.loads(metadata["blocks"])
+    return {name: KNNBlock.from_weights(config, {key[len(name) + 1:]: value for key, value in tensors.items()
+                                                 if key.startswith(f"{name}.")})
+            for name, config in configs.items()}
 
 
 def vote_histogram(neighbour_labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -111,7 +129,7 @@ def train_knn_block(bank: FeatureBank, layers, k: int = 5, metric: str = "cosine
     feats = {layer: torch.from_numpy(bank.features[layer]) for layer in layers}
     with torch.random.fork_rng(devices=[]):   # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
-        block = KNNBlock({layer: f.shape[1] for layer, f in feats.items()}, bank.num_classes)
+        block = KNNBlock({layer: f.shape[1] for layer, f in feats.items()}, bank.num_classes, lam)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(block.parameters(), lr=lr)
     history = []
@@ -143,11 +161,13 @@ def knn_agreement(block: KNNBlock, bank: FeatureBank, features: dict[str, np.nda
 class AdvKnnAttack(Attack):
     """AdvKnn on the DkNN layers `layers`: sign-gradient ascent of sum_l KL(q_l(x) || softmax
     g_l(x')) + lam * CE(g_l(x'), kNN label of x), with q_l(x) the clean input's real K-NN
-    histogram from the bank and g_l the trained block's head (lam: see `default_lambda`)."""
+    histogram from the bank, g_l the trained block's head and lam the weight the block was trained
+    with (one block per lambda: the original uses 20 for one layer and 0.3 for several)."""
 
     def __init__(self, block: KNNBlock, bank: FeatureBank, layers, eps: float, k: int = 5, metric: str = "cosine",
-                 lam: float | None = None, steps: int = 20, step_size: float = 2 / 255, random_start: bool = True):
-        super().__init__(eps, steps, step_size, random_start)
+                 steps: int = 20, step_size: float = 2 / 255, random_start: bool = True,
+                 seed: int | None = None):
+        super().__init__(eps, steps, step_size, random_start, seed=seed)
         if not layers:
             raise ParamError("layers is empty; AdvKnn needs at least one layer")
         choice("metric", metric, METRICS)
@@ -156,8 +176,6 @@ class AdvKnnAttack(Attack):
         if missing:
             raise ParamError(f"layers lists {', '.join(missing)}, which the kNN block has no head for "
                              f"(it has: {', '.join(block.layers)}); retrain the block on these layers")
-        self.lam = default_lambda(layers) if lam is None else lam
-        check_lambda(self.lam)
         self.block, self.bank, self.layers, self.k, self.metric = block, bank, list(layers), k, metric
 
     @torch.no_grad()
@@ -170,4 +188,4 @@ class AdvKnnAttack(Attack):
 
     def loss(self, model, x_adv, y, context) -> torch.Tensor:
         hist, labels = context
-        return block_loss(self.block(model.features(x_adv, self.layers)), hist, labels, self.lam)
+        return block_loss(self.block(model.features(x_adv, self.layers)), hist, labels, self.block.lam)

@@ -53,8 +53,8 @@ class ASKAttack(Attack):
 
     def __init__(self, bank: FeatureBank, layers, eps: float, metric: str = "cosine", tau=0.03, omega=None,
                  k_pos: int = 5, k_neg: int = 5, target: str | None = None, random_negatives: bool = False,
-                 steps: int = 20, step_size: float = 2 / 255, random_start: bool = True):
-        super().__init__(eps, steps, step_size, random_start)
+                 steps: int = 20, step_size: float = 2 / 255, random_start: bool = True, seed: int | None = None):
+        super().__init__(eps, steps, step_size, random_start, seed=seed)
         choice("metric", metric, METRICS)
         choice("target", target, TARGETS)
         bank.check(layers, k_pos, "k_pos (K+)")
@@ -74,9 +74,11 @@ class ASKAttack(Attack):
         """Bank indices (B, C, max(K+, K-)) of each class's references, and the mean distance (B, C)
         from each input to the K- nearest bank points of each class."""
         dist, idx = self.bank.search_per_class(layer, self.metric, features, max(self.k_pos, self.k_neg))
-        if self.random_negatives:
+        if self.random_negatives:   # X- only: X+ stays the true class's K+ nearest points
             for c, members in enumerate(self.bank.class_members):
-                idx[:, c, :self.k_neg] = members[torch.randint(len(members), (len(y), self.k_neg)).numpy()]
+                other = y != c
+                draws = self.randint(len(members), (int(other.sum()), self.k_neg)).numpy()
+                idx[other, c, :self.k_neg] = members[draws]
         return idx, dist[:, :, :self.k_neg].mean(-1)
 
     def references(self, layer: str, idx: np.ndarray, y: np.ndarray, device) -> tuple:
@@ -96,7 +98,7 @@ class ASKAttack(Attack):
         if self.target is None:
             return None
         if self.target == "random":
-            shift = torch.randint(1, self.bank.num_classes, y.shape, device=y.device)
+            shift = self.randint(self.bank.num_classes, y.shape, low=1, device=y.device)
             return (y + shift) % self.bank.num_classes
         mean_dist = mean_dist.copy()
         mean_dist[np.arange(len(y)), y.cpu().numpy()] = np.inf

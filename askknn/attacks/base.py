@@ -3,6 +3,11 @@
 An attack object holds its settings; `attack(model, x, y)` returns x' with ||x' - x||_inf <= eps
 and x' in [0, 1]. Subclasses define `prepare` (work done once per clean batch, e.g. finding
 references) and `loss` (per-example objective to maximise).
+
+Randomness: an attack built with `seed` owns a generator (CPU, so CPU and GPU runs draw the same
+numbers) and every random draw of the run comes from it, so a run does not depend on what ran
+before it. With `seed=None` draws come from torch's global generator (the training loop, which
+reseeds it every epoch so that a resumed run repeats an uninterrupted one).
 """
 from __future__ import annotations
 
@@ -13,13 +18,21 @@ from askknn.params import ParamError
 
 class Attack:
     def __init__(self, eps: float, steps: int = 20, step_size: float = 2 / 255, random_start: bool = True,
-                 train_mode: bool = False):
+                 train_mode: bool = False, seed: int | None = None):
         if not 0 <= eps <= 1:
             raise ParamError(f"eps = {eps} must be in [0, 1] (a fraction of the pixel range)")
         if steps < 0 or step_size < 0:
             raise ParamError(f"steps = {steps} and step_size = {step_size} must be non-negative")
         self.eps, self.steps, self.step_size = eps, steps, step_size
         self.random_start, self.train_mode = random_start, train_mode
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def rand(self, *shape: int, device=None) -> torch.Tensor:
+        """Uniform [0, 1) draws from the run's generator."""
+        return torch.rand(shape, generator=self.generator).to(device)
+
+    def randint(self, high: int, shape, low: int = 0, device=None) -> torch.Tensor:
+        return torch.randint(low, high, tuple(shape), generator=self.generator).to(device)
 
     def prepare(self, model, x: torch.Tensor, y: torch.Tensor):
         return None
@@ -41,7 +54,8 @@ class Attack:
     def start(self, x: torch.Tensor) -> torch.Tensor:
         if not self.random_start:
             return x.clone()
-        return (x + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp_(0, 1)
+        noise = self.rand(*x.shape, device=x.device).mul_(2 * self.eps).sub_(self.eps)
+        return (x + noise).clamp_(0, 1)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp_(0, 1)

@@ -53,8 +53,9 @@ class DkNNAttack(Attack):
 
     def __init__(self, bank: FeatureBank, layers, eps: float, thresholds: dict[str, float], metric: str = "cosine",
                  guides: int = 75, steepness: float = 4.0, optimizer: str = "sign", steps: int = 20,
-                 step_size: float = 2 / 255, adam_lr: float = 0.01, random_start: bool = True):
-        super().__init__(eps, steps, step_size, random_start)
+                 step_size: float = 2 / 255, adam_lr: float = 0.01, random_start: bool = True,
+                 seed: int | None = None):
+        super().__init__(eps, steps, step_size, random_start, seed=seed)
         if not layers:
             raise ParamError("layers is empty; DkNN-Atk needs at least one layer")
         choice("metric", metric, METRICS)

@@ -15,8 +15,8 @@ class PGD(Attack):
     """
 
     def __init__(self, eps: float, steps: int = 10, step_size: float = 2 / 255, random_start: bool = True,
-                 train_mode: bool = False, restarts: int = 1):
-        super().__init__(eps, steps, step_size, random_start, train_mode)
+                 train_mode: bool = False, restarts: int = 1, seed: int | None = None):
+        super().__init__(eps, steps, step_size, random_start, train_mode, seed)
         self.restarts = restarts
 
     def loss(self, model, x_adv, y, context) -> torch.Tensor:

@@ -1,0 +1,85 @@
+"""The statistics behind every number and verdict in the reports (scipy, nothing hand-rolled).
+
+- `proportion`: an accuracy with its n and Wilson 95% interval.
+- `paired_test`: exact McNemar test of two classifiers (or attacks) scored on the same images: a
+  two-sided binomial test on the discordant pairs.
+- `claim_verdict`: reads a paired test as `holds`, `reversed` or `not resolved at n = ...` for a
+  directional claim ("A is lower than B").
+- `equivalence_verdict`: a paired bootstrap interval of the difference against a margin, for
+  claims of the form "A is within m points of B".
+
+Each verdict is a test at level `ALPHA` on its own; the reports say so (no correction for the
+number of verdicts).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+
+
+def as_bool(outcomes) -> np.ndarray:
+    return np.asarray(outcomes, dtype=bool)
+
+
+def proportion(outcomes) -> dict:
+    """Mean of 0/1 outcomes with n and the Wilson 95% interval."""
+    ok = as_bool(outcomes)
+    n, k = len(ok), int(ok.sum())
+    if n == 0:
+        raise ValueError("no outcomes: an accuracy needs at least one image")
+    ci = stats.binomtest(k, n).proportion_ci(CONFIDENCE, method="wilson")
+    return {"accuracy": k / n, "n": n, "ci95": [float(ci.low), float(ci.high)]}
+
+
+def paired_test(a, b) -> dict:
+    """Exact McNemar test of outcomes a and b on the same images (a[i], b[i] for image i)."""
+    a, b = as_bool(a), as_bool(b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes need the same images: {a.shape} against {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"n": int(len(a)), "difference": float(a.mean() - b.mean()), "only_a": only_a, "only_b": only_b,
+            "p_value": float(p)}
+
+
+def claim_verdict(a, b, claim: str) -> dict:
+    """Test the claim that accuracy a is `lower` (or `higher`) than b, paired on the same images."""
+    if claim not in ("lower", "higher"):
+        raise ValueError(f"claim = {claim!r}; choose lower or higher")
+    test = paired_test(a, b)
+    sign = -1 if claim == "lower" else 1
+    if test["p_value"] >= ALPHA or test["difference"] == 0:
+        word = f"not resolved at n = {test['n']}"
+    else:
+        word = "holds" if sign * test["difference"] > 0 else "reversed"
+    return {**test, "claim": claim, "verdict": word}
+
+
+def equivalence_verdict(a, b, margin: float, seed: int = 0) -> dict:
+    """The claim |acc(a) - acc(b)| <= margin: `holds` if the paired bootstrap 95% interval of the
+    difference lies inside the margin, `reversed` if it lies wholly outside, else not resolved."""
+    a, b = as_bool(a).astype(float), as_bool(b).astype(float)
+    ci = stats.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=True,
+                         confidence_level=CONFIDENCE, n_resamples=2000, method="percentile",
+                         random_state=np.random.default_rng(seed)).confidence_interval
+    low, high = float(ci.low), float(ci.high)
+    if -margin <= low and high <= margin:
+        word = "holds"
+    elif high < -margin or low > margin:
+        word = "reversed"
+    else:
+        word = f"not resolved at n = {len(a)}"
+    return {"n": int(len(a)), "difference": float(a.mean() - b.mean()), "ci95": [low, high], "margin": margin,
+            "verdict": word}
+
+
+def pack(outcomes) -> str:
+    """0/1 outcomes as a string of '0' and '1' (one character per image, in evaluation order)."""
+    return "".join("1" if v else "0" for v in as_bool(outcomes))
+
+
+def unpack(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")

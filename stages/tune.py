@@ -1,0 +1,21 @@
+"""Stage tune@<method>: the open hyper-parameters of every attack that `method`'s evaluation runs
+(ASK-Atk's tau and omega, DkNN-Atk's sigmoid steepness), chosen on held-out training images at the
+evaluation budget and then fixed. Writes metrics/tuning/<method>.json."""
+from askknn.defenses import METHODS
+from askknn.experiments import AttackSuite, tuning_targets
+from askknn.io import write_json
+from askknn.params import load_params
+from askknn.runtime import stage_arguments, tuning_path
+
+
+def main() -> None:
+    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
+    params = load_params()
+    suite = AttackSuite(params, method)
+    cells = [suite.tune(attack, layers, metric, params["eps"])
+             for attack, layers, metric in tuning_targets(params, method)]
+    write_json(tuning_path(method), {"method": method, "eps": params["eps"], "cells": cells})
+
+
+if __name__ == "__main__":
+    main()
