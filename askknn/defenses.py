@@ -18,7 +18,6 @@ import torch
 from askknn.attacks.ask import SharedReferenceASK
 from askknn.data import PreparedData, to_float
 from askknn.losses import ask_loss, similarity, snn_loss
-from askknn.params import METRICS, ParamError, choice, in_range, layers_of
 from askknn.training import TrainConfig
 
 METHODS = ("at", "at_wide", "askdef", "atsnn")
@@ -84,25 +83,3 @@ def extra_term(method: str, params: dict, data: PreparedData, cfg: TrainConfig):
     if method == "atsnn" and p["beta"] > 0:
         return SnnTerm(p["beta"], p["temperature"], p["distance"], p["layer"], p["features"])
     return None
-
-
-def check_methods(params: dict) -> None:
-    methods = params.get("methods", {})
-    for method in METHODS:
-        if method not in methods:
-            raise ParamError(f"methods.{method} is missing from the preset; every preset configures "
-                             f"{', '.join(METHODS)}")
-    ask, snn = methods["askdef"], methods["atsnn"]
-    in_range("methods.askdef.lam", ask["lam"], 0, 1e6)
-    if not ask["tau"] > 0:
-        raise ParamError(f"methods.askdef.tau = {ask['tau']} must be positive")
-    choice("methods.askdef.metric", ask["metric"], METRICS)
-    layers_of("methods.askdef.layer", [ask["layer"]])
-    in_range("methods.askdef.refs_per_class", ask["refs_per_class"], 1, 10**4, integer=True)
-    in_range("methods.askdef.eps", ask["eps"], 0, 255, integer=True)
-    in_range("methods.atsnn.beta", snn["beta"], 0, 1e6)
-    if not snn["temperature"] > 0:
-        raise ParamError(f"methods.atsnn.temperature = {snn['temperature']} must be positive")
-    choice("methods.atsnn.distance", snn["distance"], ["cosine", "sqeuclidean"])
-    choice("methods.atsnn.features", snn["features"], ["adversarial", "clean"])
-    layers_of("methods.atsnn.layer", [snn["layer"]])

@@ -11,7 +11,6 @@ The protocol (README, "Evaluation protocol"):
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from askknn.attacks.advknn import AdvKnnAttack, load_blocks
@@ -200,7 +199,3 @@ def outcome(result: dict, judge: str) -> str:
     """Per-image outcomes under attack (1 = still correct), for paired tests in the report."""
     return pack(result["outcomes"][judge]["adversarial"])
 
-
-def worst_case(results: list[dict], judge: str) -> np.ndarray:
-    """Per image: correct under every run (an image counts as robust only if every run fails)."""
-    return np.logical_and.reduce([r["outcomes"][judge]["adversarial"] for r in results])

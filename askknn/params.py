@@ -25,18 +25,36 @@ def available_presets(root: str | Path = ".") -> list[str]:
     return sorted(p.stem for p in presets_dir(root).glob("*.yaml"))
 
 
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping; a missing file, bad YAML or a non-mapping is a ParamError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamError(f"{path} is missing") from None
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"{path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
 def load_params(root: str | Path = ".") -> dict:
+    """params.yaml merged with its preset, validated against askknn/schema.py, as a plain dict."""
+    import difflib
+
+    from askknn import schema
+
     root = Path(root)
-    top = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    top = read_yaml(root / "params.yaml")
     preset = top.get("preset")
     allowed = available_presets(root)
     if preset not in allowed:
+        close = difflib.get_close_matches(str(preset), allowed, n=1)
         raise ParamError(f"preset = {preset!r} is unknown; allowed: {', '.join(allowed)} "
-                         f"(files in {presets_dir(root)}/)")
-    params = yaml.safe_load((presets_dir(root) / f"{preset}.yaml").read_text())
-    params.update(top)
-    validate(params)
-    return params
+                         f"(files in {presets_dir(root)}/)" + (f"; did you mean {close[0]}?" if close else ""))
+    switches = schema.check(schema.Switches, top, "params.yaml")
+    config = schema.check(schema.Preset, read_yaml(presets_dir(root) / f"{preset}.yaml"), f"presets/{preset}.yaml")
+    return {**config.model_dump(), **switches.model_dump()}
 
 
 def choice(name: str, value, allowed) -> None:
@@ -66,80 +84,9 @@ def eps_value(name: str, value) -> None:
 
 
 def validate(p: dict) -> None:
-    """Check every section a stage might read; each check names the key it rejects."""
-    from askknn.data import DATASETS
-    from askknn.models import list_models
+    """Check a merged params dict (switches plus preset sections) against askknn/schema.py."""
+    from askknn import schema
 
-    eps_value("eps", p.get("eps"))
-    data = p["data"]
-    choice("data.dataset", data["dataset"], sorted(DATASETS))
-    classes = DATASETS[data["dataset"]].num_classes
-    for key in ("bank_size", "eval_size", "val_size"):
-        in_range(f"data.{key}", data[key], 1, 10**7, integer=True)
-    if data["bank_size"] % classes:
-        raise ParamError(f"data.bank_size = {data['bank_size']} must be a multiple of the "
-                         f"{classes} classes so the bank is class-balanced")
-    choice("model.name", p["model"]["name"], list_models())
-    train = p["train"]
-    eps_value("train.eps", train["eps"])
-    in_range("train.epochs", train["epochs"], 1, 10**4, integer=True)
-    dknn = p["dknn"]
-    layers_of("dknn.layers", dknn["layers"])
-    for metric in dknn["metrics"]:
-        choice("dknn.metrics", metric, METRICS)
-    per_class = data["bank_size"] // classes
-    in_range("dknn.k", dknn["k"], 1, 10**6, integer=True)
-    if dknn["k"] > per_class:
-        raise ParamError(f"dknn.k = {dknn['k']} is larger than a class's share of the bank "
-                         f"({per_class} = data.bank_size / {classes}); lower dknn.k or raise "
-                         f"data.bank_size")
-    choice("data.source", "path" if data["source"] not in ("auto", "download") else data["source"],
-           ["auto", "download", "path"])
-    choice("train.augment", train["augment"], ["none", "crop_flip"])
-    choice("train.attack_mode", train["attack_mode"], ["eval", "train"])
-    for layers in dknn["layer_sets"]:
-        layers_of("dknn.layer_sets", layers, dknn["layers"])
-    check_attacks(p, per_class)
-    from askknn.defenses import check_methods
-
-    check_methods(p)
-
-
-def at_most_bank_share(name: str, values, per_class: int) -> None:
-    for value in values:
-        in_range(name, value, 1, 10**6, integer=True)
-        if value > per_class:
-            raise ParamError(f"{name} has {value}, larger than a class's share of the bank ({per_class}); "
-                             f"lower it or raise data.bank_size")
-
-
-def positive(name: str, values) -> None:
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ParamError(f"{name} has {value!r}; every value must be a positive number")
-
-
-def check_attacks(p: dict, per_class: int) -> None:
-    """The attack settings and the experiment grids."""
-    attacks, exp = p["attacks"], p["experiments"]
-    in_range("attacks.steps", attacks["steps"], 0, 10**6, integer=True)
-    in_range("attacks.step_fraction", attacks["step_fraction"], 1e-6, 1)
-    ask, dknn_atk = attacks["ask"], attacks["dknn_atk"]
-    at_most_bank_share("attacks.ask.k_pos", [ask["k_pos"]], per_class)
-    at_most_bank_share("attacks.ask.k_neg", [ask["k_neg"]], per_class)
-    for metric in METRICS:
-        positive(f"attacks.ask.tau_grid.{metric}", ask["tau_grid"][metric])
-    for w in ask["omega_grid"]:
-        in_range("attacks.ask.omega_grid", w, 0, 1)
-    if dknn_atk["guides"] != "k":
-        at_most_bank_share("attacks.dknn_atk.guides", [dknn_atk["guides"]], per_class)
-    for metric in METRICS:
-        positive(f"attacks.dknn_atk.steepness_grid.{metric}", dknn_atk["steepness_grid"][metric])
-    choice("attacks.dknn_atk.optimizer", dknn_atk["optimizer"], ["sign", "adam"])
-    for key in ("eps_sweep", "pgd_eps"):
-        for eps in exp[key]:
-            eps_value(f"experiments.{key}", eps)
-    layers_of("experiments.sweep_layers", exp["sweep_layers"], p["dknn"]["layers"])
-    for key in ("k_values", "k_pos_values", "k_neg_values"):
-        at_most_bank_share(f"experiments.{key}", exp[key], per_class)
-    positive("experiments.tau_values", exp["tau_values"])
+    schema.check(schema.Switches, {k: v for k, v in p.items() if k in schema.Switches.model_fields}, "params.yaml")
+    schema.check(schema.Preset, {k: v for k, v in p.items() if k not in schema.Switches.model_fields},
+                 f"presets/{p.get('preset')}.yaml")

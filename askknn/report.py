@@ -1,32 +1,42 @@
-"""Paper-style Markdown tables and PNG figures from the metrics JSON.
+"""Paper-style Markdown tables and PNG figures from the metrics JSON and the per-image outcomes.
 
-Each report section is a function (params -> Markdown) in SECTIONS; it reads the metrics files
-named by the parameter lists (methods, attacks, layer sets), never by listing a folder. To add a
-table, write one such function and append it to SECTIONS.
+Every accuracy is printed with its 95% Wilson interval and n. Every verdict on a claim of the
+paper compares two columns on the same images with a paired test (`askknn.stats`) and reads
+`holds`, `reversed` or `not resolved at n = ...`; the verdicts, with their p-values or intervals,
+also go to metrics/verdicts.json.
+
+Each report section is a function (params, verdicts) -> Markdown in SECTIONS; it reads the files
+named by the parameter lists (methods, attacks, layer sets), never by listing a folder.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from askknn import paper  # noqa: E402
 from askknn.io import atomic_path, read_json  # noqa: E402
-from askknn.runtime import METRICS, PLOTS, REPORTS, layer_set_name  # noqa: E402
+from askknn.runtime import METRICS, OUTCOMES, PLOTS, REPORTS, layer_set_name  # noqa: E402
+from askknn.stats import ALPHA, claim_verdict, equivalence_verdict, unpack  # noqa: E402
 
-METHOD_NAMES = {"at": "AT", "askdef": "ASK-Def", "atsnn": "AT+SNN"}
+METHOD_NAMES = {"at": "AT", "at_wide": "AT (G2 budget)", "askdef": "ASK-Def", "atsnn": "AT+SNN"}
 ATTACK_NAMES = {"ask": "ASK-Atk", "advknn": "AdvKnn", "dknn_atk": "DkNN-Atk"}
 ATTACKS = ("ask", "advknn", "dknn_atk")
 FIGURES = REPORTS / "figures"
 PLOT_DATA = REPORTS / "plots"
 
 
+# ------------------------------------------------------------------ formatting
 def pct(value: float) -> str:
     return f"{100 * value:.1f}"
+
+
+def with_ci(p: dict) -> str:
+    """An accuracy as 'acc [low, high]' in percent (its n is stated with the table)."""
+    return f"{pct(p['accuracy'])} [{pct(p['ci95'][0])}, {pct(p['ci95'][1])}]"
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -42,9 +52,8 @@ def paper_cell(values, name: str) -> str:
     return f"{values[paper.LAYER_SETS.index(name)]:.1f}" if name in paper.LAYER_SETS else "-"
 
 
-def verdict(holds: int, total: int, claim: str) -> str:
-    word = "holds" if holds == total else ("holds partly" if holds else "does not hold")
-    return f"\n**Paper's claim ({claim}) {word} on this preset: {holds} of {total} rows.**\n"
+def n_of(cells) -> int:
+    return next(iter(cells.values()))["n"]
 
 
 def save_figure(fig, name: str) -> str:
@@ -61,36 +70,104 @@ def save_points(name: str, df: pd.DataFrame) -> None:
         df.to_csv(tmp, index=False)
 
 
+# ------------------------------------------------------------------ inputs
+def metrics(kind: str, name: str) -> dict:
+    return read_json(METRICS / kind / f"{name}.json")
+
+
+def outcomes(kind: str, name: str) -> dict:
+    return read_json(OUTCOMES / kind / f"{name}.json")
+
+
+def table3_cells(method: str) -> tuple[dict, dict]:
+    """ASK-Atk (cosine) cells of a model and their outcomes; the AT model's are Table 1's."""
+    if method == "at":
+        return metrics("attack", "ask_cosine")["layer_sets"], {n: o["start_0"] for n, o in
+                                                                outcomes("attack", "ask_cosine").items()}
+    return metrics("defense", method)["ask"], outcomes("defense", method)["ask"]
+
+
+# ------------------------------------------------------------------ verdicts
+class Verdicts:
+    """Collects the paired verdicts of the report (written to metrics/verdicts.json)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def claim(self, what: str, source: str, a: str, b: str, claim: str) -> str:
+        """Test accuracy(a) `claim` (lower | higher) than accuracy(b); a, b: packed outcomes."""
+        a_ok, b_ok = unpack(a), unpack(b)
+        n = min(len(a_ok), len(b_ok))   # a subset experiment pairs with the first n images
+        v = claim_verdict(a_ok[:n], b_ok[:n], claim)
+        self.records.append({"claim": what, "source": source, **v})
+        return (f"- {what} ({source}): **{v['verdict']}**; difference {100 * v['difference']:+.1f} points, "
+                f"exact McNemar p = {v['p_value']:.2g}, n = {v['n']}\n")
+
+    def within(self, what: str, source: str, a: str, b: str, margin: float) -> str:
+        a_ok, b_ok = unpack(a), unpack(b)
+        n = min(len(a_ok), len(b_ok))
+        v = equivalence_verdict(a_ok[:n], b_ok[:n], margin)
+        self.records.append({"claim": what, "source": source, **v})
+        return (f"- {what} ({source}): **{v['verdict']}**; difference {100 * v['difference']:+.1f} points, "
+                f"paired bootstrap 95% interval [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}], "
+                f"n = {v['n']}\n")
+
+    def tally(self, first: int = 0) -> str:
+        words = [r["verdict"].split(" at n")[0] for r in self.records[first:]]
+        return (f"\nOf these {len(words)} tests: {words.count('holds')} hold, {words.count('reversed')} reversed, "
+                f"{words.count('not resolved')} not resolved.\n")
+
+
 # ------------------------------------------------------------------ sections
-def setup(params) -> str:
-    data, clean = read_json(METRICS / "data.json"), read_json(METRICS / "clean" / "at.json")
-    return (f"Preset `{params['preset']}`: {data['dataset']}, model `{params['model']['name']}`, "
-            f"{data['train_images']} training images, bank of {data['bank_images']}, {data['eval_images']} "
-            f"evaluation images, DkNN K = {params['dknn']['k']}. AT budget {params['train']['eps']}/255; "
-            f"attack budget eps = {params['eps']}/255, {params['attacks']['steps']} steps of "
-            f"{params['attacks']['step_size']}/255. Accuracies in percent. The paper's numbers are for "
-            f"CIFAR-10 (VGG16-BN, AT at 4/255, attacks at 8/255) and are shown for reference only.\n\n"
-            f"AT model: DNN clean accuracy {pct(clean['dnn_accuracy'])}.\n")
+def setup(params, verdicts) -> str:
+    data, att, exp = metrics("", "data"), params["attacks"], params["experiments"]
+    wide = params["methods"]["at_wide"]
+    return (
+        f"Preset `{params['preset']}`: {data['dataset']}, model `{params['model']['name']}`, "
+        f"{data['train_images']} training images, bank of {data['bank_images']}, DkNN K = {params['dknn']['k']}. "
+        f"AT budget {params['train']['eps']}/255; AT (G2 budget) trains at {wide['eps']}/255, ASK-Def's G2 budget. "
+        f"The paper's numbers are for CIFAR-10 (VGG16-BN, AT at 4/255, attacks at 8/255) and are shown for "
+        f"reference only.\n\n"
+        "### Evaluation protocol\n\n"
+        f"- Attack budget eps = {params['eps']}/255. Step rule: every iterative attack (ASK-Atk and its variants, "
+        f"DkNN-Atk, AdvKnn, Table 5's PGD) takes {att['steps']} sign steps of {att['step_fraction']} x eps "
+        f"(here {att['step_fraction'] * params['eps']:g}/255), from a random start, at every budget.\n"
+        f"- Tuning: tau, omega and DkNN-Atk's steepness are chosen per trained model on {att['tuning_size']} "
+        f"images of the held-out split of the training data ({data['val_images']} images never trained on), at "
+        f"eps = {params['eps']}/255, and then fixed; no evaluation image is seen by the tuner, and no tuning "
+        f"image is scored.\n"
+        f"- Images: Tables 1, 3 and 5 and the clean accuracies use all {data['eval_images']} evaluation images "
+        f"(class-balanced, from the test set); the appendix tables and the curves use the first "
+        f"{exp['subset_size']} of them. Every table states its n.\n"
+        f"- Randomness: every attack run owns a generator seeded from (attacks.seed, model, attack, layers, "
+        f"metric, eps, options, start); Table 1's ASK-Atk cells are run from {att['random_starts']} random "
+        f"starts (the first on every image, all of them on the first {exp['subset_size']}).\n"
+        f"- Statistics: accuracies in percent with 95% Wilson intervals [low, high]. A verdict on a claim "
+        f"compares two columns on the same images: exact McNemar test (two-sided, level {ALPHA}); `holds` or "
+        f"`reversed` when it rejects equality, `not resolved at n = ...` otherwise. Each verdict is a test of "
+        f"its own (no correction for the number of verdicts). All verdicts: `metrics/verdicts.json`.\n")
 
 
-def clean_accuracy(params) -> str:
-    rows = {}
-    for method in METHOD_NAMES:
-        m = read_json(METRICS / "clean" / f"{method}.json")
-        row = {"DNN": pct(m["dnn_accuracy"])}
+def clean_accuracy(params, verdicts) -> str:
+    rows, n = {}, None
+    for method, label in METHOD_NAMES.items():
+        m = metrics("clean", method)
+        n = m["dnn"]["n"]
+        row = {"DNN": with_ci(m["dnn"])}
         for metric in params["dknn"]["metrics"]:
-            row.update({f"DkNN {name} ({metric})": pct(m["dknn_accuracy"][metric][name])
-                        for name in layer_names(params)})
-        rows[METHOD_NAMES[method]] = row
-    return "## Clean accuracy\n\n" + markdown(pd.DataFrame(rows).T)
+            row.update({f"DkNN {name} ({metric})": with_ci(m["dknn"][metric][name]) for name in layer_names(params)})
+        rows[label] = row
+    return f"## Clean accuracy (n = {n})\n\n" + markdown(pd.DataFrame(rows).T)
 
 
-def training(params) -> str:
-    rows = {METHOD_NAMES[m]: read_json(METRICS / "train" / f"{m}.json") for m in METHOD_NAMES}
+def training(params, verdicts) -> str:
+    rows = {METHOD_NAMES[m]: metrics("train", m) for m in METHOD_NAMES}
+    n_val = metrics("", "data")["val_images"]
+    at_seconds = rows["AT"]["epoch_seconds"]
     df = pd.DataFrame({name: {"epochs": r["epochs"], "held-out clean acc.": pct(r["val_clean_accuracy"]),
                               "held-out PGD acc.": pct(r["val_pgd_accuracy"]),
                               "seconds per epoch": f"{r['epoch_seconds']:.1f}",
-                              "epoch time / AT's": f"{r['epoch_seconds'] / rows['AT']['epoch_seconds']:.2f}"}
+                              "epoch time / AT's": f"{r['epoch_seconds'] / at_seconds:.2f}"}
                        for name, r in rows.items()}).T
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for method, name in METHOD_NAMES.items():
@@ -99,124 +176,162 @@ def training(params) -> str:
         axes[1].plot(curve.epoch, 100 * curve.val_pgd_accuracy, marker="o", label=name)
     for ax, title in zip(axes, ("held-out clean accuracy", f"held-out PGD accuracy (eps {params['train']['eps']})")):
         ax.set(title=title, xlabel="epoch", ylabel="%")
-        ax.legend()
-    return ("## Training (selection on held-out training data only; the test set is never used)\n\n"
+        ax.legend(fontsize=7)
+    return (f"## Training (held-out split of the training data, n = {n_val}; the final model is kept, the test "
+            f"set is never used; PGD at the AT budget for every method)\n\n"
             + markdown(df) + "\n" + save_figure(fig, "training_curves"))
 
 
-def table1(params) -> str:
-    names, out = layer_names(params), ["## Table 1: DkNN accuracy under attack, AT model (lower = stronger attack)\n"]
-    holds = total = 0
-    timing = {}
+def tuning(params, verdicts) -> str:
+    rows = []
+    for method, label in METHOD_NAMES.items():
+        for c in metrics("tuning", method)["cells"]:
+            rows.append({"model": label, "attack": ATTACK_NAMES[c["attack"]], "layers": layer_set_name(c["layers"]),
+                         "metric": c["metric"], "chosen": ", ".join(f"{k} = {v}" for k, v in c["chosen"].items()),
+                         "on the grid's edge": ", ".join(c["on_grid_edge"]) or "no",
+                         "tuning images": c["images"]})
+    return ("## Tuned hyper-parameters (held-out training images; lowest DkNN accuracy wins)\n\n"
+            "A choice on the edge of its grid means a better value may lie outside it.\n\n"
+            + markdown(pd.DataFrame(rows).set_index("model")))
+
+
+def table1(params, verdicts) -> str:
+    names, first = layer_names(params), len(verdicts.records)
+    starts = params["attacks"]["random_starts"]
+    out = [f"## Table 1: DkNN accuracy under attack, AT model (lower = stronger attack)\n"]
+    lines, timing = [], {}
     for metric in params["dknn"]["metrics"]:
-        cells = {a: read_json(METRICS / "attack" / f"{a}_{metric}.json")["layer_sets"] for a in ATTACKS}
+        cells = {a: metrics("attack", f"{a}_{metric}")["layer_sets"] for a in ATTACKS}
+        outs = {a: outcomes("attack", f"{a}_{metric}") for a in ATTACKS}
         rows = {}
         for name in names:
-            row = {}
-            for a in ATTACKS:
-                row[ATTACK_NAMES[a]] = pct(cells[a][name]["accuracy"])
+            ask = cells["ask"][name]
+            row = {"ASK-Atk": with_ci(ask)}
+            if "worst_case" in ask:
+                accs = [s["accuracy"] for s in ask["starts"]]
+                row[f"ASK-Atk, each of {starts} starts (first {ask['worst_case']['n']})"] = \
+                    " / ".join(pct(a) for a in accs)
+                row[f"worst of {starts} starts (first {ask['worst_case']['n']})"] = with_ci(ask["worst_case"])
+            row["ASK-Atk (paper)"] = paper_cell(paper.TABLE1[metric]["ask"], name)
+            for a in ("advknn", "dknn_atk"):
+                row[ATTACK_NAMES[a]] = with_ci(cells[a][name])
                 row[f"{ATTACK_NAMES[a]} (paper)"] = paper_cell(paper.TABLE1[metric][a], name)
+                lines.append(verdicts.claim(f"ASK-Atk lower than {ATTACK_NAMES[a]}, {name}, {metric}",
+                                            "paper Table 1: ASK-Atk is the strongest attack",
+                                            outs["ask"][name]["start_0"], outs[a][name]["start_0"], "lower"))
             rows[name] = row
-            best = min(ATTACKS, key=lambda a: cells[a][name]["accuracy"])
-            holds, total = holds + (best == "ask"), total + 1
-        timing.update({(ATTACK_NAMES[a], metric): sum(c["seconds_per_image"] for c in cells[a].values()) / len(names)
+        timing.update({(ATTACK_NAMES[a], metric): np.mean([c["seconds_per_image"] for c in cells[a].values()])
                        for a in ATTACKS})
-        out.append(f"\n### {metric} similarity (clean DkNN accuracy: "
-                   + ", ".join(f"{n} {pct(cells['ask'][n]['clean_accuracy'])}" for n in names) + ")\n\n")
+        out.append(f"\n### {metric} similarity (n = {n_of(cells['ask'])}; clean DkNN accuracy: "
+                   + ", ".join(f"{n} {with_ci(cells['ask'][n]['clean'])}" for n in names) + ")\n\n")
         out.append(markdown(pd.DataFrame(rows).T))
         success = pd.DataFrame({ATTACK_NAMES[a]: {n: pct(cells[a][n]["success_rate"]) for n in names} for a in ATTACKS})
-        out.append("\nAttack success rate on the images the clean DkNN classifies correctly:\n\n" + markdown(success))
-        tuned = "; ".join(f"{n}: {cells['ask'][n]['chosen']}" for n in names)
-        out.append(f"\nASK-Atk hyper-parameters chosen on the first batch: {tuned}.\n")
-    out.append(verdict(holds, total, "ASK-Atk strongest"))
+        out.append("\nAttack success rate (%) on the images the clean DkNN classifies correctly:\n\n" + markdown(success))
+    out.append("\nPaired verdicts (ASK-Atk's first start against each baseline, same images):\n\n" + "".join(lines)
+               + verdicts.tally(first))
     ask_time = {m: timing[("ASK-Atk", m)] for m in params["dknn"]["metrics"]}
     df = pd.DataFrame({f"{a} ({m})": {"ms per image": f"{1000 * t:.2f}", "time / ASK-Atk's": f"{t / ask_time[m]:.2f}"}
                        for (a, m), t in timing.items()}).T
-    out.append(f"\n### Attack time (mean over layer sets; paper: ASK-Atk about {paper.SPEEDUP}x faster)\n\n"
-               + markdown(df))
+    out.append(f"\n### Attack time, same number of steps (mean over layer sets; paper: ASK-Atk about "
+               f"{paper.SPEEDUP}x faster with the baselines' own budgets)\n\n" + markdown(df))
     return "".join(out)
 
 
-def advknn_block(params) -> str:
-    rows = {metric: {layer: pct(v) for layer, v in read_json(METRICS / "advknn" / f"{metric}.json")
-                     ["agreement_with_knn"].items()} for metric in params["dknn"]["metrics"]}
-    return ("## AdvKnn's deep kNN block: agreement with the real kNN on held-out images\n\n"
+def advknn_block(params, verdicts) -> str:
+    rows = {}
+    for metric in params["dknn"]["metrics"]:
+        m = metrics("advknn", metric)
+        for block in ("single", "multi"):
+            rows[f"{metric}, lambda = {m[block]['lam']:g} ({block}-layer attacks)"] = {
+                layer: pct(v) for layer, v in m[block]["agreement_with_knn"].items()}
+    n_val = metrics("", "data")["val_images"]
+    return (f"## AdvKnn's deep kNN blocks: agreement (%) with the real kNN on held-out images (n = {n_val})\n\n"
             + markdown(pd.DataFrame(rows).T))
 
 
-def eps_curves(params) -> str:
+def eps_curves(params, verdicts) -> str:
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    points = {"ask": metrics("defense", "at")["eps_curve"],
+              **{a: metrics("eps_sweep", a)["points"] for a in ("advknn", "dknn_atk")}}
+    eps = sorted(points["ask"], key=int)
     rows, curves = {}, {}
     for a in ATTACKS:
-        points = read_json(METRICS / "eps_sweep" / f"{a}.json")["points"]
-        eps = sorted(points, key=int)
-        curves[ATTACK_NAMES[a]] = [100 * points[e]["accuracy"] for e in eps]
+        curves[ATTACK_NAMES[a]] = [100 * points[a][e]["accuracy"] for e in eps]
         ax.plot([int(e) for e in eps], curves[ATTACK_NAMES[a]], marker="o", label=ATTACK_NAMES[a])
-        rows[ATTACK_NAMES[a]] = {f"eps {e}": pct(points[e]["accuracy"]) for e in eps}
+        rows[ATTACK_NAMES[a]] = {f"eps {e}": with_ci(points[a][e]) for e in eps}
     save_points("figure1_left", pd.DataFrame({"eps": [int(e) for e in eps], **curves}))
     layers = layer_set_name(params["experiments"]["sweep_layers"])
     ax.set(title=f"DkNN ({layers}, cosine) under attack", xlabel="eps (/255)", ylabel="accuracy %")
     ax.legend()
-    return (f"## Figure 1 (left): DkNN accuracy of the AT model against the budget ({layers})\n\n"
+    return (f"## Figure 1 (left): DkNN accuracy of the AT model against the budget ({layers}, "
+            f"n = {n_of(points['ask'])}, step = {params['attacks']['step_fraction']} x eps)\n\n"
             + markdown(pd.DataFrame(rows).T) + "\n" + save_figure(fig, "figure1_left_attacks"))
 
 
-def appendix(name: str):
-    return read_json(METRICS / "ask_appendix" / f"{name}.json")["cells"]
+def appendix(name: str) -> tuple[dict, dict]:
+    return metrics("ask_appendix", name)["cells"], outcomes("ask_appendix", name)
 
 
-def table6(params) -> str:
-    names, targeted = layer_names(params), appendix("targeted")
-    plain = read_json(METRICS / "attack" / "ask_l2.json")["layer_sets"]
-    df = pd.DataFrame({n: {"non-targeted": pct(plain[n]["accuracy"]), "targeted": pct(targeted[n]["accuracy"]),
+def table6(params, verdicts) -> str:
+    names, (targeted, t_out) = layer_names(params), appendix("targeted")
+    plain, p_out = metrics("attack", "ask_l2")["layer_sets"], outcomes("attack", "ask_l2")
+    df = pd.DataFrame({n: {"non-targeted (Table 1)": with_ci(plain[n]), "targeted": with_ci(targeted[n]),
                            "non-targeted (paper)": paper_cell(paper.TABLE1["l2"]["ask"], n),
                            "targeted (paper)": paper_cell(paper.TABLE6_TARGETED, n)} for n in names}).T
-    close = sum(abs(targeted[n]["accuracy"] - plain[n]["accuracy"]) <= 0.03 for n in names)
-    return ("## Table 6: targeted (nearest class) against non-targeted ASK-Atk, l2\n\n" + markdown(df)
-            + verdict(close, len(names), "targeted within 3 points of non-targeted"))
+    lines = "".join(verdicts.within(f"targeted within 3 points of non-targeted, {n}", "paper Table 6",
+                                    t_out[n], p_out[n]["start_0"], 0.03) for n in names)
+    return (f"## Table 6: targeted (nearest class) against non-targeted ASK-Atk, l2 (targeted: n = "
+            f"{n_of(targeted)}, paired with the same first images of Table 1)\n\n" + markdown(df) + "\n" + lines)
 
 
-def table7(params) -> str:
-    names, rand = layer_names(params), appendix("random_negatives")
-    knn = read_json(METRICS / "attack" / "ask_cosine.json")["layer_sets"]
-    others = {a: read_json(METRICS / "attack" / f"{a}_cosine.json")["layer_sets"] for a in ("advknn", "dknn_atk")}
-    df = pd.DataFrame({n: {"X- by kNN search": pct(knn[n]["accuracy"]), "X- at random": pct(rand[n]["accuracy"]),
-                           **{ATTACK_NAMES[a]: pct(c[n]["accuracy"]) for a, c in others.items()}} for n in names}).T
-    holds = sum(rand[n]["accuracy"] <= min(c[n]["accuracy"] for c in others.values()) for n in names)
-    return ("## Table 7: ASK-Atk with X- drawn at random, cosine\n\n" + markdown(df)
-            + verdict(holds, len(names), "random-X- ASK-Atk still beats AdvKnn and DkNN-Atk"))
+def table7(params, verdicts) -> str:
+    names, (rand, r_out) = layer_names(params), appendix("random_negatives")
+    knn = metrics("attack", "ask_cosine")["layer_sets"]
+    others = {a: metrics("attack", f"{a}_cosine")["layer_sets"] for a in ("advknn", "dknn_atk")}
+    o_out = {a: outcomes("attack", f"{a}_cosine") for a in ("ask", "advknn", "dknn_atk")}
+    df = pd.DataFrame({n: {"X- by kNN search (Table 1)": with_ci(knn[n]), "X- at random": with_ci(rand[n]),
+                           **{ATTACK_NAMES[a]: with_ci(c[n]) for a, c in others.items()}} for n in names}).T
+    lines = "".join(verdicts.claim(f"random-X- ASK-Atk lower than {ATTACK_NAMES[a]}, {n}", "paper Table 7",
+                                   r_out[n], o_out[a][n]["start_0"], "lower")
+                    for n in names for a in ("advknn", "dknn_atk"))
+    return (f"## Table 7: ASK-Atk with X- drawn at random (X+ by kNN search), cosine (random X-: n = "
+            f"{n_of(rand)}; the other columns: Table 1, n = {n_of(knn)}; verdicts pair the first "
+            f"{n_of(rand)} images)\n\n" + markdown(df) + "\n" + lines)
 
 
-def table8(params) -> str:
-    names, cells = layer_names(params), appendix("cross_layers")
-    df = pd.DataFrame({f"ASK-Atk on {a}": {f"DkNN on {d}": pct(cells[a][d]["accuracy"]) for d in names}
-                       for a in names})
+def table8(params, verdicts) -> str:
+    names, (cells, outs) = layer_names(params), appendix("cross_layers")
+    df = pd.DataFrame({f"ASK-Atk on {a}": {f"DkNN on {d}": with_ci(cells[a][d]) for d in names} for a in names})
     ref = pd.DataFrame({f"ASK-Atk on {a}": {f"DkNN on {d}": paper_cell(paper.TABLE8[d], a) for d in names
                                             if d in paper.TABLE8} for a in names})
     single = [n for n in names if "+" not in n]
-    own = sum(cells[d][d]["accuracy"] <= min(cells[a][d]["accuracy"] for a in single) for d in single)
-    return ("## Table 8: attacked layers against DkNN layers (gray box)\n\n" + markdown(df)
-            + "\nPaper (CIFAR-10):\n\n" + markdown(ref)
-            + verdict(own, len(single), "a single-layer DkNN is hit hardest by attacking its own layer"))
+    lines = "".join(verdicts.claim(f"DkNN on {d}: attacking {d} lower than attacking {a}", "paper Table 8",
+                                   outs[d][d], outs[a][d], "lower") for d in single for a in single if a != d)
+    return (f"## Table 8: attacked layers against DkNN layers (gray box, n = {n_of(cells[names[0]])})\n\n"
+            + markdown(df) + "\nPaper (CIFAR-10):\n\n" + markdown(ref) + "\n" + lines)
 
 
-def table9(params) -> str:
-    cells, exp = appendix("k_pos_neg"), params["experiments"]
-    df = pd.DataFrame({f"K+ = {kp}": {f"K- = {kn}": pct(cells[str(kp)][str(kn)]["accuracy"])
+def table9(params, verdicts) -> str:
+    (cells, outs), exp = appendix("k_pos_neg"), params["experiments"]
+    df = pd.DataFrame({f"K+ = {kp}": {f"K- = {kn}": with_ci(cells[str(kp)][str(kn)])
                                       for kn in exp["k_neg_values"]} for kp in exp["k_pos_values"]}).T
     ref = pd.DataFrame({f"K+ = {kp}": dict(zip((f"K- = {kn}" for kn in (1, 3, 5, 7, 9)), v))
                         for kp, v in paper.TABLE9.items()}).T
     layers = layer_set_name(exp["sweep_layers"])
-    stronger = sum(min(cells[str(kp)][str(kn)]["accuracy"] for kn in exp["k_neg_values"] if kn >= 3)
-                   < cells[str(kp)][str(min(exp["k_neg_values"]))]["accuracy"] for kp in exp["k_pos_values"])
-    return (f"## Table 9: K+ against K- ({layers}; DkNN K = K+)\n\n" + markdown(df)
-            + "\nPaper (CIFAR-10, conv4):\n\n" + markdown(ref)
-            + verdict(stronger, len(exp["k_pos_values"]), "some K- >= 3 is stronger than the smallest K-"))
+    smallest = str(min(exp["k_neg_values"]))
+    default = str(params["attacks"]["ask"]["k_neg"])
+    lines = "".join(verdicts.claim(f"K+ = {kp}: K- = {default} lower than K- = {smallest}",
+                                   "paper Table 9: more negatives per class give a stronger attack",
+                                   outs[str(kp)][default], outs[str(kp)][smallest], "lower")
+                    for kp in exp["k_pos_values"]) if default in map(str, exp["k_neg_values"]) else ""
+    return (f"## Table 9: K+ against K- ({layers}; DkNN K = K+; n = {n_of(cells[str(exp['k_pos_values'][0])])})\n\n"
+            + markdown(df) + "\nPaper (CIFAR-10, conv4):\n\n" + markdown(ref) + "\n" + lines)
 
 
-def figure4(params) -> str:
+def figure4(params, verdicts) -> str:
     exp = params["experiments"]
-    tau_k, attacker = appendix("tau_k"), appendix("attacker_k")
+    tau_k, _ = appendix("tau_k")
+    attacker, _ = appendix("attacker_k")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for tau in exp["tau_values"]:
         axes[0].plot(exp["k_values"], [100 * tau_k[str(tau)][str(k)]["accuracy"] for k in exp["k_values"]],
@@ -228,38 +343,56 @@ def figure4(params) -> str:
     axes[1].set(title="gray box: attacker's K", xlabel="DkNN's K", ylabel="DkNN accuracy %")
     for ax in axes:
         ax.legend(fontsize=7)
-    df = pd.DataFrame({f"attacker K = {a}": {f"DkNN K = {k}": pct(attacker[str(a)][str(k)]["accuracy"])
+    df = pd.DataFrame({f"attacker K = {a}": {f"DkNN K = {k}": with_ci(attacker[str(a)][str(k)])
                                              for k in exp["k_values"]} for a in exp["k_values"]})
-    return ("## Figure 4: sensitivity of ASK-Atk to the temperature and to K\n\n" + save_figure(fig, "figure4")
+    n = n_of(attacker[str(exp["k_values"][0])])
+    return (f"## Figure 4: sensitivity of ASK-Atk to the temperature and to K (n = {n})\n\n" + save_figure(fig, "figure4")
             + "\n" + markdown(df))
 
 
-def defense_tables(params) -> str:
-    names = layer_names(params)
-    runs = {m: read_json(METRICS / "defense" / f"{m}.json") for m in METHOD_NAMES}
-    t3 = pd.DataFrame({METHOD_NAMES[m]: {n: pct(r["ask"][n]["accuracy"]) for n in names} for m, r in runs.items()})
-    ref3 = pd.DataFrame({METHOD_NAMES[m]: {n: paper_cell(paper.TABLE3[m], n) for n in names}
-                         for m in METHOD_NAMES})
-    holds3 = sum(runs["askdef"]["ask"][n]["accuracy"] > runs["atsnn"]["ask"][n]["accuracy"]
-                 > runs["at"]["ask"][n]["accuracy"] for n in names)
+DEFENSE_CLAIMS = [  # (a, b, claim, what is checked)
+    ("askdef", "at", "paper: ASK-Def is more robust than AT"),
+    ("askdef", "atsnn", "paper: ASK-Def is more robust than AT+SNN"),
+    ("atsnn", "at", "paper's numbers: AT+SNN above AT (not a claim of its text)"),
+    ("askdef", "at_wide", "control: the ASK term, not G2's larger budget"),
+]
+
+
+def defense_verdicts(verdicts, source: str, row: str, outs: dict) -> str:
+    return "".join(verdicts.claim(f"{METHOD_NAMES[a]} above {METHOD_NAMES[b]}, {row}", f"{source}; {what}",
+                                  outs[a], outs[b], "higher") for a, b, what in DEFENSE_CLAIMS)
+
+
+def defense_tables(params, verdicts) -> str:
+    names, first = layer_names(params), len(verdicts.records)
+    t3 = {m: table3_cells(m) for m in METHOD_NAMES}
+    df3 = pd.DataFrame({METHOD_NAMES[m]: {n: with_ci(cells[n]) for n in names} for m, (cells, _) in t3.items()})
+    ref3 = pd.DataFrame({METHOD_NAMES[m]: {n: paper_cell(paper.TABLE3[m], n) for n in names} for m in paper.TABLE3})
+    lines3 = "".join(defense_verdicts(verdicts, "paper Table 3", n, {m: o[n] for m, (_, o) in t3.items()})
+                     for n in names)
+    tally3, first5 = verdicts.tally(first), len(verdicts.records)
+    runs = {m: (metrics("defense", m)["pgd"], outcomes("defense", m)["pgd"]) for m in METHOD_NAMES}
     eps_list = [str(e) for e in params["experiments"]["pgd_eps"]]
-    t5 = pd.DataFrame({METHOD_NAMES[m]: {f"eps {e}": pct(r["pgd"][e]) for e in eps_list} for m, r in runs.items()}).T
+    df5 = pd.DataFrame({METHOD_NAMES[m]: {f"eps {e}": with_ci(p[e]) for e in eps_list}
+                        for m, (p, _) in runs.items()}).T
     ref5 = pd.DataFrame({METHOD_NAMES[m]: dict(zip(("eps 0", "eps 4", "eps 6", "eps 8"), v))
                          for m, v in paper.TABLE5.items()}).T
-    attacked = [e for e in eps_list if e != "0"]
-    holds5 = sum(runs["askdef"]["pgd"][e] > runs["atsnn"]["pgd"][e] > runs["at"]["pgd"][e] for e in attacked)
-    return (f"## Table 3: DkNN accuracy under ASK-Atk (eps {params['eps']}, cosine) of each training method\n\n"
-            + markdown(t3) + "\nPaper (CIFAR-10):\n\n" + markdown(ref3)
-            + verdict(holds3, len(names), "ASK-Def above AT+SNN above AT")
-            + f"\n## Table 5: DNN accuracy under PGD ({params['experiments']['pgd_steps']} steps, "
-            f"{params['experiments']['pgd_restarts']} restart(s))\n\n" + markdown(t5)
-            + "\nPaper (CIFAR-10, eps 0/4/6/8):\n\n" + markdown(ref5)
-            + verdict(holds5, len(attacked), "ASK-Def above AT+SNN above AT under attack"))
-
-
-def defense_figures(params) -> str:
+    lines5 = "".join(defense_verdicts(verdicts, "paper Table 5", f"eps {e}", {m: o[e] for m, (_, o) in runs.items()})
+                     for e in eps_list if e != "0")
     exp = params["experiments"]
-    runs = {m: read_json(METRICS / "defense" / f"{m}.json") for m in METHOD_NAMES}
+    n5 = runs["at"][0][eps_list[0]]["n"]
+    return (f"## Table 3: DkNN accuracy under ASK-Atk (eps {params['eps']}, cosine) of each training method "
+            f"(n = {n_of(t3['at'][0])}; each model with its own tuning)\n\n"
+            + markdown(df3) + "\nPaper (CIFAR-10):\n\n" + markdown(ref3) + "\n" + lines3 + tally3
+            + f"\n## Table 5: DNN accuracy under PGD ({exp['pgd_steps']} steps of "
+            f"{params['attacks']['step_fraction']} x eps, {exp['pgd_restarts']} restart(s), n = {n5})\n\n"
+            + markdown(df5) + "\nPaper (CIFAR-10, eps 0/4/6/8):\n\n" + markdown(ref5) + "\n" + lines5
+            + verdicts.tally(first5))
+
+
+def defense_figures(params, verdicts) -> str:
+    exp = params["experiments"]
+    runs = {m: metrics("defense", m) for m in METHOD_NAMES}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     eps = sorted(runs["at"]["eps_curve"], key=int)
     by_eps = pd.DataFrame({"eps": [int(e) for e in eps], **{METHOD_NAMES[m]: [100 * r["eps_curve"][e]["accuracy"]
@@ -275,14 +408,21 @@ def defense_figures(params) -> str:
     axes[0].set(title=f"Figure 1 right: ASK-Atk on {layers}", xlabel="eps (/255)", ylabel="DkNN accuracy %")
     axes[1].set(title=f"Figure 5: ASK-Atk against K ({layers})", xlabel="K", ylabel="DkNN accuracy %")
     for ax in axes:
-        ax.legend()
-    return "## Figures 1 (right) and 5: robustness of the trained models\n\n" + save_figure(fig, "defense_curves")
+        ax.legend(fontsize=7)
+    table = pd.DataFrame({METHOD_NAMES[m]: {**{f"eps {e}": with_ci(r["eps_curve"][e]) for e in eps},
+                                            **{f"K = {k}": with_ci(r["k_curve"][str(k)]) for k in exp["k_values"]}}
+                          for m, r in runs.items()}).T
+    return (f"## Figures 1 (right) and 5: robustness of the trained models (n = {n_of(runs['at']['eps_curve'])})\n\n"
+            + save_figure(fig, "defense_curves") + "\n" + markdown(table))
 
 
-SECTIONS = [setup, clean_accuracy, training, table1, advknn_block, eps_curves, table6, table7, table8, table9,
-            figure4, defense_tables, defense_figures]
+SECTIONS = [setup, clean_accuracy, training, tuning, table1, advknn_block, eps_curves, table6, table7, table8,
+            table9, figure4, defense_tables, defense_figures]
 
 
-def build_report(params) -> str:
-    return "# Results\n\nGenerated by `dvc repro` (stage `report`) from `metrics/`; do not edit by hand.\n\n" + \
-        "\n".join(section(params) for section in SECTIONS)
+def build_report(params) -> tuple[str, list[dict]]:
+    """The Markdown report and the list of its paired verdicts."""
+    verdicts = Verdicts()
+    body = "\n".join(section(params, verdicts) for section in SECTIONS)
+    return ("# Results\n\nGenerated by `dvc repro` (stage `report`) from `metrics/` and `outcomes/`; do not edit "
+            "by hand.\n\n" + body), verdicts.records

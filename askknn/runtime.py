@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from askknn.data import PreparedData
-from askknn.io import load_torch, write_json
+from askknn.io import UnreadableFile, load_weights, write_json
 from askknn.models import create_model
 
 PREPARED = Path("data/prepared")
@@ -42,7 +42,8 @@ def file_digest(path: Path) -> str:
 
 
 def model_path(method: str) -> Path:
-    return MODELS / f"{method}.pt"
+    """The trained weights of `method` (safetensors: byte-identical for identical weights)."""
+    return MODELS / f"{method}.safetensors"
 
 
 def tuning_path(method: str) -> Path:
@@ -58,11 +59,26 @@ def new_model(params: dict, data: PreparedData):
 
 
 def load_trained(method: str, params: dict, data: PreparedData):
+    """The trained model of `method`, in eval mode; a missing, unreadable or mismatched weights file
+    is named in the error together with the stage that rebuilds it."""
     path = model_path(method)
+    rebuild = f"dvc repro train@{method}"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run the training stage first (dvc repro train@{method})")
+        raise FileNotFoundError(f"{path} is missing; run the training stage first ({rebuild})")
+    try:
+        weights, meta = load_weights(path)
+    except UnreadableFile as exc:
+        raise UnreadableFile(f"{exc}; rebuild it with: {rebuild}") from exc
+    name = params["model"]["name"]
+    if meta.get("model", name) != name:
+        raise UnreadableFile(f"{path} holds a {meta['model']!r} model but model.name = {name!r}; "
+                             f"rebuild it with: {rebuild}")
     model = new_model(params, data)
-    model.load_state_dict(load_torch(path))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UnreadableFile(f"{path} does not fit model {name!r} ({str(exc).splitlines()[0]}); "
+                             f"rebuild it with: {rebuild}") from exc
     return model.to(device()).eval()
 
 

@@ -1,12 +1,22 @@
-"""Stage evaluate_clean@<method>: DNN and DkNN clean accuracy on the evaluation images."""
+"""Stage evaluate_clean@<method>: DNN and DkNN clean accuracy (with n and 95% interval) on the
+evaluation images."""
+import torch
+
 from askknn.bank import FeatureBank, extract_features
-from askknn.data import PreparedData
+from askknn.data import PreparedData, to_float
 from askknn.defenses import METHODS
-from askknn.dknn import DeepKNN, accuracy
+from askknn.dknn import DeepKNN
 from askknn.io import write_json
 from askknn.params import load_params
 from askknn.runtime import METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, stage_arguments
-from askknn.training import evaluate
+from askknn.stats import proportion
+
+
+@torch.no_grad()
+def dnn_correct(model, images, labels, batch_size: int) -> torch.Tensor:
+    preds = [model(to_float(images[i:i + batch_size].to(device()))).argmax(1).cpu()
+             for i in range(0, len(labels), batch_size)]
+    return torch.cat(preds) == labels
 
 
 def main() -> None:
@@ -18,10 +28,11 @@ def main() -> None:
     bank, _ = FeatureBank.load(bank_path(method))
     x, y = data.split("eval")
     features = extract_features(model, x, dknn_params["layers"], dknn_params["batch_size"], device())
-    result = {"dnn_accuracy": evaluate(model, x, y, device=device())["accuracy"], "dknn_accuracy": {}}
+    result = {"dnn": proportion(dnn_correct(model, x, y, dknn_params["batch_size"]).numpy()), "dknn": {}}
     for metric in dknn_params["metrics"]:
-        result["dknn_accuracy"][metric] = {
-            layer_set_name(layers): accuracy(DeepKNN(bank, layers, dknn_params["k"], metric).predict(features), y)
+        result["dknn"][metric] = {
+            layer_set_name(layers): proportion(DeepKNN(bank, layers, dknn_params["k"], metric).predict(features)
+                                               == y.numpy())
             for layers in dknn_params["layer_sets"]}
     write_json(METRICS / "clean" / f"{method}.json", result)
 

@@ -1,12 +1,15 @@
-"""Stage report: reports/results.md and reports/figures/*.png from the metrics JSON."""
-from askknn.io import write_text
+"""Stage report: reports/results.md and reports/figures/*.png from the metrics and outcomes, and
+metrics/verdicts.json (every paired verdict with its test statistics)."""
+from askknn.io import write_json, write_text
 from askknn.params import load_params
 from askknn.report import build_report
-from askknn.runtime import REPORTS
+from askknn.runtime import METRICS, REPORTS
 
 
 def main() -> None:
-    write_text(REPORTS / "results.md", build_report(load_params()))
+    text, verdicts = build_report(load_params())
+    write_text(REPORTS / "results.md", text)
+    write_json(METRICS / "verdicts.json", {"verdicts": verdicts})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.pt."""
+"""Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.safetensors."""
 from askknn.data import PreparedData
 from askknn.defenses import METHODS, extra_term, train_config
-from askknn.io import save_torch, write_json, write_text
+from askknn.io import save_weights, write_json, write_text
 from askknn.params import load_params
 from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, file_digest, model_path,
                             new_model, seed_everything, stage_arguments)
@@ -20,7 +20,7 @@ def main() -> None:
     key = config_hash(file_digest(PREPARED / "splits.npz"), params["model"], params["train"], params["methods"][method])
     checkpoint = MODELS / "checkpoints" / f"{method}-{key}.pt"
     history = train_model(model, data, cfg, checkpoint, term, device())
-    save_torch(model_path(method), model.state_dict())
+    save_weights(model_path(method), model.state_dict(), {"model": params["model"]["name"], "method": method})
     rows = ["epoch,train_loss,val_loss,val_clean_accuracy,val_pgd_accuracy,epoch_seconds"]
     rows += [",".join(str(h[c]) for c in rows[0].split(",")) for h in history]
     write_text(PLOTS / f"train_{method}.csv", "\n".join(rows) + "\n")

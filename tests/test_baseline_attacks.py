@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from askknn.attacks.advknn import (AdvKnnAttack, KNNBlock, knn_agreement, knn_histograms, train_knn_block,
-                                   without_self)
+from askknn.attacks.advknn import (AdvKnnAttack, knn_agreement, knn_histograms, load_blocks, save_blocks,
+                                   train_knn_block, without_self)
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
 from askknn.bank import FeatureBank, extract_features
 from askknn.dknn import accuracy
-from askknn.io import load_torch, save_torch
 from askknn.params import ParamError
 
 LAYERS = ["conv3", "conv4"]
@@ -156,20 +155,26 @@ def test_trained_block_agrees_with_the_real_knn(block, digits_bank, held_out):
     assert min(agreement.values()) >= 0.8
 
 
-def test_training_lowers_the_loss_and_the_block_round_trips(digits_bank, block, tmp_path):
-    _, history = train_knn_block(digits_bank, ["conv4"], epochs=3)
+def test_training_lowers_the_loss_and_the_blocks_round_trip(digits_bank, block, tmp_path):
+    single, history = train_knn_block(digits_bank, ["conv4"], epochs=3)
     assert len(history) == 3 and history[-1] < history[0]
-    save_torch(tmp_path / "block.pt", block.state())
-    copy = KNNBlock.from_state(load_torch(tmp_path / "block.pt"))   # weights_only, as the stages load it
+    save_blocks(tmp_path / "blocks.safetensors", {"single": single, "multi": block})
+    copies = load_blocks(tmp_path / "blocks.safetensors")   # safetensors: no pickle at all
+    assert copies["single"].lam == 20.0 and copies["multi"].lam == block.lam == 0.3   # the original's defaults
     f = {layer: torch.from_numpy(digits_bank.features[layer][:4]) for layer in LAYERS}
-    for layer, logits in copy(f).items():
+    for layer, logits in copies["multi"](f).items():
         assert torch.equal(logits, block(f)[layer])
+
+
+def test_the_attack_ascends_the_loss_its_block_was_trained_with(digits_bank, block):
+    assert AdvKnnAttack(block, digits_bank, ["conv4"], EPS).block.lam == block.lam
+    with pytest.raises(ParamError, match="lam = -1"):
+        train_knn_block(digits_bank, ["conv4"], epochs=1, lam=-1.0)
 
 
 @pytest.mark.parametrize("change, name", [
     ({"k": 61}, "k"),
     ({"metric": "manhattan"}, "metric"),
-    ({"lam": -1.0}, "lam"),
     ({"layers": ["conv2"]}, "layer"),
 ])
 def test_advknn_rejects_bad_parameters(change, name, digits_bank, block):

@@ -42,20 +42,23 @@ def test_unknown_dataset_and_missing_data_say_how_to_fix(tmp_path):
         load_dataset("fashion_mnist", source=str(tmp_path))
 
 
-def make_tree(root, split_names=("train", "val"), size=(160, 140)):
+CLASSES = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
+           "n03425413", "n03445777", "n03888605")   # Imagenette's ten class folders
+
+
+def make_tree(root, split_names=("train", "val"), size=(160, 140), classes=CLASSES, per_class=3):
     for split in split_names:
-        for cls in ("n01440764", "n02102040"):
+        for c, cls in enumerate(classes):
             (root / split / cls).mkdir(parents=True)
-            for i in range(3):
-                colour = (i * 40, 100, 200) if cls.endswith("64") else (10, i * 50, 30)
-                Image.new("RGB", size, colour).save(root / split / cls / f"{i}.JPEG")
+            for i in range(per_class):
+                Image.new("RGB", size, (i * 40, 20 * c, 200 - 10 * c)).save(root / split / cls / f"{i}.JPEG")
 
 
 def test_imagenette_from_an_image_folder_tree_and_from_an_archive(tmp_path):
     make_tree(tmp_path / "tree")
     data = load_dataset("imagenette", source=str(tmp_path / "tree"), root=tmp_path / "raw")
-    assert data.x_train.shape == (6, 3, 128, 128) and data.x_train.dtype == np.uint8
-    assert data.y_train.tolist() == [0, 0, 0, 1, 1, 1] and data.x_test.shape[0] == 6
+    assert data.x_train.shape == (30, 3, 128, 128) and data.x_train.dtype == np.uint8
+    assert data.y_train.tolist() == [c for c in range(10) for _ in range(3)] and data.x_test.shape[0] == 30
     with tarfile.open(tmp_path / "imagenette-mini.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "tree", arcname="imagenette-mini")
     packed = load_dataset("imagenette", source=str(tmp_path / "imagenette-mini.tar.gz"), root=tmp_path / "raw")

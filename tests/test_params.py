@@ -58,3 +58,15 @@ def test_bad_parameters_fail_before_any_work(project, top, sections, message):
     edit(project, top, **sections)
     with pytest.raises(ParamError, match=message):
         load_params(project)
+
+
+def test_the_schema_declares_every_training_method_and_passes_every_preset_value_through(project):
+    from askknn import schema
+    from askknn.defenses import METHODS
+
+    assert set(schema.Methods.model_fields) == set(METHODS)
+    for preset in ("fashion_mnist", "cifar10", "imagenette", "tiny"):   # nothing dropped by the schema
+        raw = yaml.safe_load((project / "presets" / f"{preset}.yaml").read_text())
+        edit(project, {"preset": preset})
+        loaded = load_params(project)
+        assert {section: loaded[section] for section in raw} == raw   # same keys, same values

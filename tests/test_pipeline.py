@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ["askknn", "stages", "presets", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
-EPS_STAGES = re.compile(r"^(attack@|ask_appendix@|evaluate_defense@|report$)")
+EPS_STAGES = re.compile(r"^(tune@|attack@|eps_sweep@|ask_appendix@|evaluate_defense@|report$)")
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -53,6 +53,9 @@ def test_repro_then_eps_experiment(tmp_path):
     assert {"prepare", "train@at", "bank@at", "evaluate_clean@at", "report"} <= first
     results = (repo / "reports" / "results.md").read_text()
     assert "Table 1" in results and "Table 5" in results
+    assert "not resolved at n = " in results or "**holds**" in results   # paired verdicts
+    table1 = results.split("## Table 1")[1].split("## ")[0]
+    assert re.search(r"\| conv4 +\| \d+\.\d \[\d+\.\d, \d+\.\d\]", table1), "Table 1 without intervals"
     for figure in ("training_curves", "figure1_left_attacks", "figure4", "defense_curves"):
         assert (repo / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
     run(["git", "add", "-A"], repo)

@@ -1,0 +1,174 @@
+"""The evaluation protocol: tuning never sees evaluation images, each run owns its randomness,
+the step follows the budget, X+ survives random negatives, DkNN-Atk's guides follow K, AdvKnn's
+block matches its attack's lambda, and the statistics behind the verdicts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from askknn.attacks.advknn import save_blocks, train_knn_block
+from askknn.attacks.ask import ASKAttack
+from askknn.attacks.dknn_attack import dknn_thresholds
+from askknn.attacks.pgd import PGD
+from askknn.experiments import AttackSuite, run_seed
+from askknn.stats import claim_verdict, equivalence_verdict, pack, paired_test, proportion, unpack
+
+LAYERS = ["conv3", "conv4"]
+CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "random_starts": 2, "seed": 0,
+       "ask": {"k_pos": 5, "k_neg": 5, "tau_grid": {"cosine": [0.01, 0.1], "l2": [0.3]}, "omega_grid": [0.5]},
+       "dknn_atk": {"guides": "k", "steepness_grid": {"cosine": [4.0], "l2": [1.0]}, "optimizer": "sign",
+                    "adam_lr": 0.01, "adam_steps": 10},
+       "advknn": {"lam_single": 20.0, "lam_multi": 0.3}}
+
+
+class HeldOutOnly:
+    """Prepared data whose evaluation split cannot be read: the tuner must never ask for it."""
+
+    def __init__(self, digits):
+        self.digits = digits
+
+    def split(self, name: str):
+        if name == "eval":
+            raise AssertionError("the tuner asked for the evaluation images")
+        assert name == "val"
+        return torch.from_numpy(self.digits.x_test[100:]), torch.from_numpy(self.digits.y_test[100:])
+
+
+def make_suite(digits, model, bank, k: int = 5) -> AttackSuite:
+    suite = object.__new__(AttackSuite)   # without files: the pieces a run needs
+    suite.params, suite.method, suite.cfg, suite.k = {}, "at", CFG, k
+    suite.model, suite.bank, suite.data, suite.tuned = model, bank, HeldOutOnly(digits), {}
+    held_out = torch.from_numpy(digits.x_test[100:])
+    with torch.no_grad():
+        suite.held_out = {layer: f.numpy() for layer, f in model.features(held_out.float() / 255, LAYERS).items()}
+    return suite
+
+
+def test_tuning_reads_only_held_out_images_and_fixes_the_choice(digits, digits_model, digits_bank):
+    suite = make_suite(digits, digits_model, digits_bank)
+    record = suite.tune("ask", ["conv4"], "cosine", 26)
+    assert record["images"] == CFG["tuning_size"] and record["split"].startswith("val")
+    assert [g["tau"] for g in record["grid"]] == [0.01, 0.1]
+    best = min(record["grid"], key=lambda g: g["dknn_accuracy"])
+    assert record["chosen"] == {"tau": best["tau"]}
+    assert record["on_grid_edge"] == ["tau"]   # a two-value grid: either choice is on its edge
+    assert suite.tuned[("ask", ("conv4",), "cosine")] == record["chosen"]
+
+
+def test_a_run_without_tuning_names_the_tuning_stage(digits, digits_model, digits_bank):
+    from askknn.params import ParamError
+
+    suite = make_suite(digits, digits_model, digits_bank)
+    with pytest.raises(ParamError, match=r"dvc repro tune@at"):
+        suite.hyper("ask", ["conv4"], "cosine", [{"tau": 0.1}], {})
+
+
+def test_the_step_is_a_fixed_fraction_of_the_budget(digits, digits_model, digits_bank):
+    suite = make_suite(digits, digits_model, digits_bank)
+    for eps in (8, 32):
+        budget = suite.budget(eps)
+        assert budget["step_size"] == pytest.approx(0.25 * eps / 255) and budget["steps"] == CFG["steps"]
+
+
+def test_each_run_owns_its_generator(digits_model, digits_bank, digits_eval):
+    x, y = digits_eval
+    make = lambda: ASKAttack(digits_bank, ["conv4"], 0.1, tau=0.03, steps=2, seed=7)   # noqa: E731
+    torch.manual_seed(0)
+    first = make()(digits_model, x, y)
+    torch.manual_seed(123)          # whatever ran before must not matter
+    state = torch.get_rng_state()
+    second = make()(digits_model, x, y)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), state), "a seeded run must not draw from the global generator"
+    other = ASKAttack(digits_bank, ["conv4"], 0.1, tau=0.03, steps=2, seed=8)(digits_model, x, y)
+    assert not torch.equal(first, other)
+    pgd = [PGD(0.1, steps=2, step_size=0.03, seed=3)(digits_model, x, y) for _ in range(2)]
+    assert torch.equal(*pgd)
+
+
+def test_run_seeds_depend_on_every_part_of_the_setting():
+    base = ("at", "ask", ["conv4"], "cosine", 8, [], 0)
+    seeds = {run_seed(0, *base), run_seed(1, *base), run_seed(0, "askdef", *base[1:]),
+             run_seed(0, *base[:4], 16, *base[5:]), run_seed(0, *base[:6], 1)}
+    assert len(seeds) == 5 and run_seed(0, *base) == run_seed(0, *base)
+
+
+def test_random_negatives_keep_the_true_class_references(digits_model, digits_bank, digits_eval):
+    x, y = digits_eval
+    with torch.no_grad():
+        f = digits_model.features(x, ["conv4"])["conv4"].numpy()
+    knn = ASKAttack(digits_bank, ["conv4"], 0.1, seed=0)
+    rand = ASKAttack(digits_bank, ["conv4"], 0.1, random_negatives=True, seed=0)
+    idx_knn, _ = knn.reference_indices(f, y.numpy(), "conv4")
+    idx_rand, _ = rand.reference_indices(f, y.numpy(), "conv4")
+    rows = np.arange(len(y))
+    np.testing.assert_array_equal(idx_rand[rows, y.numpy()], idx_knn[rows, y.numpy()])   # X+: kNN search
+    others = np.ones(idx_knn.shape[:2], bool)
+    others[rows, y.numpy()] = False
+    assert (idx_rand[others] != idx_knn[others]).mean() > 0.5                           # X-: at random
+    assert (digits_bank.labels[idx_rand] == np.arange(10)[None, :, None]).all()          # of the right class
+
+
+def test_dknn_atk_guides_follow_k(digits, digits_model, digits_bank):
+    for k in (3, 7):
+        suite = make_suite(digits, digits_model, digits_bank, k=k)
+        make, _ = suite.dknn_atk(["conv4"], "cosine", 8)
+        assert make(0, steepness=4.0).guides == k
+
+
+def test_advknn_runs_use_the_block_trained_with_their_lambda(digits, digits_model, digits_bank, tmp_path,
+                                                             monkeypatch):
+    import askknn.experiments as experiments
+
+    blocks = {name: train_knn_block(digits_bank, LAYERS, epochs=1, lam=CFG["advknn"][f"lam_{name}"])[0]
+              for name in ("single", "multi")}
+    save_blocks(tmp_path / "blocks.safetensors", blocks)
+    monkeypatch.setattr(experiments, "advknn_block_path", lambda method, metric: tmp_path / "blocks.safetensors")
+    suite = make_suite(digits, digits_model, digits_bank)
+    for layers, lam in ((["conv4"], 20.0), (LAYERS, 0.3)):
+        make, grid = suite.advknn(layers, "cosine", 8)
+        assert make(0).block.lam == lam and grid == []
+
+
+def test_thresholds_come_from_held_out_features(digits, digits_model, digits_bank):
+    suite = make_suite(digits, digits_model, digits_bank)
+    eta = dknn_thresholds(digits_bank, suite.held_out, ["conv4"], 5, "cosine")
+    assert 0 < eta["conv4"] < 2
+
+
+# ---------------------------------------------------------------- statistics
+def test_proportion_has_a_wilson_interval():
+    p = proportion([1] * 80 + [0] * 20)
+    assert p["accuracy"] == 0.8 and p["n"] == 100
+    assert p["ci95"] == pytest.approx([0.7112, 0.8666], abs=1e-3)   # Wilson, 80 of 100
+
+
+def test_mcnemar_uses_only_discordant_pairs():
+    a = np.array([1] * 50 + [0] * 10 + [1] * 2 + [0] * 38, bool)
+    b = np.array([1] * 50 + [1] * 10 + [0] * 2 + [0] * 38, bool)
+    test = paired_test(a, b)
+    assert (test["only_a"], test["only_b"]) == (2, 10)
+    assert test["p_value"] == pytest.approx(0.0386, abs=1e-3)   # two-sided binomial, 2 of 12
+
+
+def test_verdicts_read_holds_reversed_or_not_resolved():
+    low = np.array([0] * 30 + [1] * 70, bool)
+    high = np.ones(100, bool)
+    assert claim_verdict(low, high, "lower")["verdict"] == "holds"
+    assert claim_verdict(high, low, "lower")["verdict"] == "reversed"
+    close = high.copy()
+    close[:2] = False
+    assert claim_verdict(close, high, "lower")["verdict"] == "not resolved at n = 100"
+    assert claim_verdict(high, high, "higher")["verdict"] == "not resolved at n = 100"   # a tie is no win
+
+
+def test_equivalence_within_a_margin():
+    a = np.array([1, 0] * 500, bool)
+    assert equivalence_verdict(a, a.copy(), 0.03)["verdict"] == "holds"
+    assert equivalence_verdict(a, np.ones(1000, bool), 0.03)["verdict"] == "reversed"
+
+
+def test_outcomes_round_trip_as_text():
+    ok = np.array([True, False, True, True])
+    assert pack(ok) == "1011" and np.array_equal(unpack(pack(ok)), ok)
