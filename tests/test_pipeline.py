@@ -54,7 +54,7 @@ def test_repro_then_eps_experiment(tmp_path):
     results = (repo / "reports" / "results.md").read_text()
     assert "Table 1" in results and "Table 5" in results
     assert "not resolved at n = " in results or "**holds**" in results   # paired verdicts
-    table1 = results.split("## Table 1")[1].split("## ")[0]
+    table1 = next(part for part in re.split(r"(?m)^## ", results) if part.startswith("Table 1"))
     assert re.search(r"\| conv4 +\| \d+\.\d \[\d+\.\d, \d+\.\d\]", table1), "Table 1 without intervals"
     for figure in ("training_curves", "figure1_left_attacks", "figure4", "defense_curves"):
         assert (repo / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
