@@ -2,7 +2,8 @@
 
 Every dataset ends up as uint8 arrays (N, C, H, W) plus int64 labels, and a split file that
 holds the training, held-out validation, feature-bank and evaluation indices, all drawn from
-one seed. Sources: torchvision's downloaders, Debian's `dataset-fashion-mnist` files, a local
+one seed. Training reads its own split file (train and val only): changing the bank or the
+evaluation split leaves its bytes, and so the training stages, untouched. Sources: torchvision's downloaders, Debian's `dataset-fashion-mnist` files, a local
 ImageFolder tree (`<root>/train/<class>/*`, `<root>/test/<class>/*`) or an archive of one.
 """
 from __future__ import annotations
@@ -323,21 +324,27 @@ def make_splits(y_train: np.ndarray, y_test: np.ndarray, *, val_size: int, bank_
 
 
 # ---------------------------------------------------------------- prepared form
+IMAGES, SPLITS, TRAIN_SPLITS = "images.npz", "splits.npz", "train_split.npz"
+
+
 def save_prepared(folder: Path, data: Prepared, splits: dict[str, np.ndarray]) -> None:
-    save_npz(folder / "images.npz", x_train=data.x_train, y_train=data.y_train,
-             x_test=data.x_test, y_test=data.y_test)
-    save_npz(folder / "splits.npz", **splits)
+    """The images, every split, and the training-only split file (make_splits draws train and val
+    before bank and eval, so data.bank_size and data.eval_size never change it)."""
+    save_npz(folder / IMAGES, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    save_npz(folder / SPLITS, **splits)
+    save_npz(folder / TRAIN_SPLITS, train=splits["train"], val=splits["val"])
 
 
 class PreparedData:
-    """The prepared arrays plus splits, with helpers returning float tensors in [0, 1]."""
+    """The prepared arrays plus splits, with helpers returning float tensors in [0, 1]. `splits_file`
+    is SPLITS (every split) or TRAIN_SPLITS (train and val: what the training stages read)."""
 
-    def __init__(self, folder: str | Path = "data/prepared"):
+    def __init__(self, folder: str | Path = "data/prepared", splits_file: str = SPLITS):
         folder = Path(folder)
-        if not (folder / "images.npz").exists():
-            raise ParamError(f"{folder}/images.npz is missing; run the prepare stage first (dvc repro prepare)")
-        arrays = load_npz(folder / "images.npz")
-        self.splits = load_npz(folder / "splits.npz")
+        if not (folder / IMAGES).exists():
+            raise ParamError(f"{folder}/{IMAGES} is missing; run the prepare stage first (dvc repro prepare)")
+        arrays = load_npz(folder / IMAGES)
+        self.splits = load_npz(folder / splits_file)
         self.x_train, self.y_train = torch.from_numpy(arrays["x_train"]), torch.from_numpy(arrays["y_train"])
         self.x_test, self.y_test = torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"])
         self.num_classes = int(self.y_train.max()) + 1

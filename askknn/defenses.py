@@ -20,8 +20,6 @@ from askknn.data import PreparedData, to_float
 from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.training import TrainConfig
 
-METHODS = ("at", "at_wide", "askdef", "atsnn")
-
 
 class AskDefTerm:
     """lambda * L_ask (defense form) on conv-layer features of G2(x) against a fresh reference batch."""

@@ -22,16 +22,12 @@ from askknn.dknn import DeepKNN
 from askknn.evaluation import on_grid_edge, run_attack, tune
 from askknn.io import read_json
 from askknn.params import ParamError, choice
-from askknn.runtime import (MODELS, PREPARED, bank_path, config_hash, device, layer_set_name, load_trained,
-                            tuning_path)
+from askknn.runtime import (PREPARED, advknn_block_path, bank_path, config_hash, device, layer_set_name,
+                            load_trained, tuning_path)
 from askknn.stats import pack, proportion
 
 ATTACKS = ("ask", "dknn_atk", "advknn")
 ASK_OPTIONS = ("k_pos", "k_neg", "target", "random_negatives", "tau")
-
-
-def advknn_block_path(method: str, metric: str):
-    return MODELS / f"advknn_{method}_{metric}.safetensors"
 
 
 def run_seed(*parts) -> int:

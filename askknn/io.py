@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -73,9 +74,13 @@ def write_text(path, text: str) -> None:
 
 
 def save_npz(path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    """np.savez's format with a fixed time stamp on every member (np.savez stamps the current time):
+    equal arrays give equal bytes, so a re-run that changes nothing leaves DVC's hash unchanged."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for key, value in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def load_npz(path) -> dict[str, np.ndarray]:

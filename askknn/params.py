@@ -11,6 +11,8 @@ import yaml
 
 METRICS = ("cosine", "l2")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+METHODS = ("at", "at_wide", "askdef", "atsnn")   # here, not in defenses: stages that only
+# name a method must not depend on the training code
 
 
 class ParamError(ValueError):

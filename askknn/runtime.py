@@ -37,13 +37,13 @@ def config_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def model_path(method: str) -> Path:
     """The trained weights of `method` (safetensors: byte-identical for identical weights)."""
     return MODELS / f"{method}.safetensors"
+
+
+def advknn_block_path(method: str, metric: str) -> Path:
+    return MODELS / f"advknn_{method}_{metric}.safetensors"
 
 
 def tuning_path(method: str) -> Path:

@@ -4,10 +4,9 @@ one per CE weight of the original: `single` (lam_single, for one-layer attacks) 
 (lam_multi, for attacks on several layers), so each attack ascends the loss its block learnt."""
 from askknn.attacks.advknn import knn_agreement, save_blocks, train_knn_block
 from askknn.bank import FeatureBank
-from askknn.experiments import advknn_block_path
 from askknn.io import write_json
 from askknn.params import METRICS as METRIC_NAMES, load_params
-from askknn.runtime import METRICS, bank_path, stage_arguments
+from askknn.runtime import METRICS, advknn_block_path, bank_path, stage_arguments
 
 
 def main() -> None:

@@ -1,8 +1,7 @@
 """Stage bank@<method>: features of the bank and the held-out images at the DkNN layers."""
 from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData
-from askknn.defenses import METHODS
-from askknn.params import load_params
+from askknn.params import METHODS, load_params
 from askknn.runtime import PREPARED, bank_path, device, load_trained, stage_arguments
 
 

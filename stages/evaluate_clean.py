@@ -4,10 +4,9 @@ import torch
 
 from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData, to_float
-from askknn.defenses import METHODS
 from askknn.dknn import DeepKNN
 from askknn.io import write_json
-from askknn.params import load_params
+from askknn.params import METHODS, load_params
 from askknn.runtime import METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, stage_arguments
 from askknn.stats import proportion
 

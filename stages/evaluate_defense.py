@@ -9,10 +9,9 @@
 import torch
 
 from askknn.attacks.pgd import PGD
-from askknn.defenses import METHODS
 from askknn.evaluation import batches
 from askknn.experiments import AttackSuite, cell, layer_sets, outcome, run_seed
-from askknn.params import load_params
+from askknn.params import METHODS, load_params
 from askknn.runtime import device, layer_set_name, stage_arguments, write_evaluation
 from askknn.stats import pack, proportion
 

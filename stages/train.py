@@ -1,9 +1,9 @@
 """Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.safetensors."""
-from askknn.data import PreparedData
-from askknn.defenses import METHODS, extra_term, train_config
+from askknn.data import IMAGES, TRAIN_SPLITS, PreparedData, sha256_file
+from askknn.defenses import extra_term, train_config
 from askknn.io import save_weights, write_json, write_text
-from askknn.params import load_params
-from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, file_digest, model_path,
+from askknn.params import METHODS, load_params
+from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_path,
                             new_model, seed_everything, stage_arguments)
 from askknn.training import train_model
 
@@ -13,11 +13,13 @@ def main() -> None:
     params = load_params()
     cfg = train_config(method, params)
     seed_everything(cfg.seed)
-    data = PreparedData(PREPARED)
+    data = PreparedData(PREPARED, TRAIN_SPLITS)
     model = new_model(params, data)
     term = extra_term(method, params, data, cfg)
-    # The checkpoint is named by the full configuration, so a changed setting never resumes a stale run.
-    key = config_hash(file_digest(PREPARED / "splits.npz"), params["model"], params["train"], params["methods"][method])
+    # The checkpoint is named by the full configuration and the data it trains on (not the bank or
+    # evaluation split), so a changed setting never resumes a stale run.
+    key = config_hash(*(sha256_file(PREPARED / f) for f in (IMAGES, TRAIN_SPLITS)), params["model"],
+                      params["train"], params["methods"][method])
     checkpoint = MODELS / "checkpoints" / f"{method}-{key}.pt"
     history = train_model(model, data, cfg, checkpoint, term, device())
     save_weights(model_path(method), model.state_dict(), {"model": params["model"]["name"], "method": method})

@@ -1,10 +1,9 @@
 """Stage tune@<method>: the open hyper-parameters of every attack that `method`'s evaluation runs
 (ASK-Atk's tau and omega, DkNN-Atk's sigmoid steepness), chosen on held-out training images at the
 evaluation budget and then fixed. Writes metrics/tuning/<method>.json."""
-from askknn.defenses import METHODS
 from askknn.experiments import AttackSuite, tuning_targets
 from askknn.io import write_json
-from askknn.params import load_params
+from askknn.params import METHODS, load_params
 from askknn.runtime import stage_arguments, tuning_path
 
 

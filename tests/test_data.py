@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from askknn.data import load_dataset, make_splits, read_idx_gz
+from askknn.data import IMAGES, SPLITS, TRAIN_SPLITS, PreparedData, load_dataset, make_splits, read_idx_gz, save_prepared
 from askknn.params import ParamError
 
 
@@ -71,3 +71,18 @@ def test_idx_reader_round_trips(tmp_path):
     with gzip.open(tmp_path / "x-ubyte.gz", "wb") as f:
         f.write(header + images.tobytes())
     np.testing.assert_array_equal(read_idx_gz(tmp_path / "x-ubyte.gz"), images)
+
+
+def test_the_training_split_file_ignores_the_bank_and_evaluation_sizes(tmp_path, digits):
+    """Training reads train_split.npz alone: other bank or evaluation sizes leave its bytes (so DVC's
+    hash, so the training stages) unchanged; npz files are written with a fixed time stamp."""
+    def prepared(folder, **sizes):
+        sizes = {"val_size": 100, "bank_size": 500, "eval_size": 100, **sizes}
+        save_prepared(folder, digits, make_splits(digits.y_train, digits.y_test, train_size=None, seed=0, **sizes))
+        return (folder / TRAIN_SPLITS).read_bytes(), (folder / SPLITS).read_bytes(), (folder / IMAGES).read_bytes()
+
+    first, again = prepared(tmp_path / "a"), prepared(tmp_path / "b")
+    other = prepared(tmp_path / "c", eval_size=50, bank_size=300)
+    assert first == again
+    assert other[0] == first[0] and other[2] == first[2] and other[1] != first[1]
+    assert set(PreparedData(tmp_path / "c", TRAIN_SPLITS).splits) == {"train", "val"}

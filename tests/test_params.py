@@ -62,7 +62,7 @@ def test_bad_parameters_fail_before_any_work(project, top, sections, message):
 
 def test_the_schema_declares_every_training_method_and_passes_every_preset_value_through(project):
     from askknn import schema
-    from askknn.defenses import METHODS
+    from askknn.params import METHODS
 
     assert set(schema.Methods.model_fields) == set(METHODS)
     for preset in ("fashion_mnist", "cifar10", "imagenette", "tiny"):   # nothing dropped by the schema

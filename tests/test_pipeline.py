@@ -1,7 +1,9 @@
 """End to end: `dvc repro` on the tiny preset in a fresh git repository, then `dvc exp run -S eps=...`
-must re-run only the attack stages and the report, and `dvc metrics diff` must read the metrics."""
+must re-run only the attack stages and the report, and `dvc metrics diff` must read the metrics.
+Then `dvc status` after touching files: each stage depends on what it uses, nothing more."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,18 +19,32 @@ COPIED = ["askknn", "stages", "presets", "dvc.yaml", "params.yaml", "pyproject.t
 EPS_STAGES = re.compile(r"^(tune@|attack@|eps_sweep@|ask_appendix@|evaluate_defense@|report$)")
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, stderr: bool = True) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(cwd)}
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout + done.stderr
+    return done.stdout + done.stderr if stderr else done.stdout
 
 
 def ran_stages(log: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", log))
+
+
+def stale_stages(repo: Path) -> set[str]:
+    return set(json.loads(run(["dvc", "status", "--json"], repo, stderr=False) or "{}"))
+
+
+def stale_after_edit(repo: Path, path: str) -> set[str]:
+    """The stages `dvc status` marks after a harmless edit of `path` (undone afterwards)."""
+    original = (repo / path).read_text()
+    (repo / path).write_text(original + "\n# touched\n")
+    try:
+        return stale_stages(repo)
+    finally:
+        (repo / path).write_text(original)
 
 
 @pytest.mark.slow
@@ -67,3 +83,15 @@ def test_repro_then_eps_experiment(tmp_path):
     assert "attack@ask-cosine" in second
     diff = run(["dvc", "metrics", "diff", "--all"], repo)
     assert "metrics/attack/ask_cosine.json" in diff
+
+    before = stale_stages(repo)   # expected empty; the checks below are about what an edit adds to it
+    assert not {s for s in before if s.startswith("train@") or s == "report"}, sorted(before)
+    stale = stale_after_edit(repo, "askknn/attacks/advknn.py") - before
+    assert "attack@advknn-cosine" in stale and not {s for s in stale if s.startswith("train@")}, sorted(stale)
+    assert stale_after_edit(repo, "askknn/report.py") - before == {"report"}
+    preset = yaml.safe_load((repo / "presets" / "tiny.yaml").read_text())
+    preset["data"]["eval_size"] = 50    # the bank and training splits are drawn first: unchanged
+    (repo / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))
+    run(["dvc", "repro", "prepare"], repo)
+    stale = stale_stages(repo) - before
+    assert "evaluate_clean@at" in stale and not {s for s in stale if s.startswith("train@")}, sorted(stale)
