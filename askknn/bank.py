@@ -1,7 +1,9 @@
-"""The feature bank: block outputs of the bank images, stored once, searched with faiss.
+"""The feature bank: block outputs of the bank images, stored once, searched exactly.
 
-Cosine search is Euclidean search on L2-normalised features (same ranking). Indices are exact
-(`IndexFlatL2`), built lazily per (layer, metric) and, for class-restricted searches, per class.
+Cosine search is Euclidean search on L2-normalised features (same ranking). Two exact searches:
+faiss (`IndexFlatL2`, the CPU default) and torch on the device (the default when CUDA is present:
+the bank's vectors stay on the GPU and queries never pass through numpy). Both are built lazily
+per (layer, metric) and, for class-restricted searches, per class.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import torch
 
 from askknn.data import to_float
 from askknn.io import load_npz, save_npz
-from askknn.params import METRICS, ParamError
+from askknn.params import METRICS, ParamError, choice
+
+SEARCHES = ("faiss", "torch")
 
 
 def as_numpy(x) -> np.ndarray:
@@ -27,10 +31,14 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def in_metric(x: np.ndarray, metric: str) -> np.ndarray:
-    """Features in the geometry where Euclidean search ranks by `metric`."""
+def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ParamError(f"metric {metric!r} is unknown; choose one of: {', '.join(METRICS)}")
+
+
+def in_metric(x: np.ndarray, metric: str) -> np.ndarray:
+    """Features in the geometry where Euclidean search ranks by `metric`."""
+    check_metric(metric)
     return normalise(x) if metric == "cosine" else x
 
 
@@ -64,15 +72,29 @@ def flat_index(vectors: np.ndarray) -> faiss.Index:
     return index
 
 
-class FeatureBank:
-    """Features (per layer) and labels of the bank; exact kNN search over them."""
+def torch_search(vectors: torch.Tensor, sq_norms: torch.Tensor, queries: torch.Tensor,
+                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact squared Euclidean kNN on the vectors' device: ||q||^2 - 2 q.v + ||v||^2, the k smallest,
+    nearest first (the expansion faiss's flat index uses too)."""
+    dist = (queries.pow(2).sum(1, keepdim=True) - 2 * queries @ vectors.T + sq_norms).clamp_min_(0)
+    return dist.topk(k, dim=1, largest=False)
 
-    def __init__(self, features: dict[str, np.ndarray], labels: np.ndarray):
+
+class FeatureBank:
+    """Features (per layer) and labels of the bank; exact kNN search over them. `search`: faiss or
+    torch (on `device`); by default torch on the GPU when CUDA is present, else faiss."""
+
+    def __init__(self, features: dict[str, np.ndarray], labels: np.ndarray, search: str | None = None,
+                 device: str | torch.device | None = None):
+        cuda = torch.cuda.is_available()
+        self.backend = search or ("torch" if cuda else "faiss")
+        choice("bank search", self.backend, SEARCHES)
+        self.device = torch.device(device or ("cuda" if cuda else "cpu"))
         self.features = {k: as_numpy(v) for k, v in features.items()}
         self.labels = np.asarray(labels, dtype=np.int64)
         self.num_classes = int(self.labels.max()) + 1
         self.class_members = [np.flatnonzero(self.labels == c) for c in range(self.num_classes)]
-        self._indices: dict[tuple, faiss.Index] = {}
+        self._indices: dict[tuple, object] = {}
         self._vectors: dict[tuple, np.ndarray] = {}
 
     @property
@@ -97,25 +119,45 @@ class FeatureBank:
             self._vectors[key] = np.ascontiguousarray(in_metric(self.features[layer], metric))
         return self._vectors[key]
 
-    def _index(self, layer: str, metric: str, cls: int | None = None) -> faiss.Index:
+    def _index(self, layer: str, metric: str, cls: int | None = None):
+        """A faiss index, or (vectors, squared norms) on the device for the torch search."""
         key = (layer, metric, cls)
         if key not in self._indices:
             vectors = self.vectors(layer, metric)
-            self._indices[key] = flat_index(vectors if cls is None else vectors[self.class_members[cls]])
+            vectors = vectors if cls is None else vectors[self.class_members[cls]]
+            if self.backend == "faiss":
+                self._indices[key] = flat_index(vectors)
+            else:
+                v = torch.from_numpy(vectors).to(self.device)
+                self._indices[key] = (v, v.pow(2).sum(1))
         return self._indices[key]
+
+    def _queries(self, queries, metric: str):
+        """Queries in `metric`'s geometry: float32 numpy for faiss, a tensor on the device for torch."""
+        if self.backend == "faiss":
+            return in_metric(as_numpy(queries), metric)
+        check_metric(metric)
+        q = torch.as_tensor(queries).detach().to(self.device, torch.float32)
+        return q / q.norm(dim=1, keepdim=True).clamp_min(1e-12) if metric == "cosine" else q
+
+    def _search(self, layer: str, metric: str, q, k: int, cls: int | None = None):
+        index = self._index(layer, metric, cls)
+        if self.backend == "faiss":
+            return index.search(q, k)
+        dist, idx = torch_search(*index, q, k)
+        return dist.cpu().numpy(), idx.cpu().numpy()
 
     def search(self, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Squared distances and bank indices of the k nearest bank points, nearest first."""
-        q = in_metric(as_numpy(queries), metric)
-        return self._index(layer, metric).search(q, k)
+        return self._search(layer, metric, self._queries(queries, metric), k)
 
     def search_per_class(self, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """For every class, the k nearest bank points of that class: arrays of shape (B, C, k)."""
-        q = in_metric(as_numpy(queries), metric)
+        q = self._queries(queries, metric)
         dist = np.empty((len(q), self.num_classes, k), dtype=np.float32)
         idx = np.empty((len(q), self.num_classes, k), dtype=np.int64)
         for c in range(self.num_classes):
-            d, i = self._index(layer, metric, c).search(q, k)
+            d, i = self._search(layer, metric, q, k, c)
             dist[:, c], idx[:, c] = d, self.class_members[c][i]
         return dist, idx
 

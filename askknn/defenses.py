@@ -35,10 +35,13 @@ class AskDefTerm:
         self.g2 = dict(eps=eps / 255, steps=steps, step_size=step_size / 255, train_mode=cfg.attack_mode == "train")
 
     def reference_batch(self, model, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """refs_per_class random training images of every class, then their PGD copies; labels aligned."""
+        """refs_per_class random training images of every class, then their PGD copies; labels aligned.
+        The picks come from the CPU generator; the images are gathered where the model is."""
         picks = [m[torch.randint(len(m), (self.refs_per_class,))] for m in self.members]
-        idx = torch.cat(picks)
-        x, y = to_float(self.x_train[idx]).to(device), self.y_train[idx].to(device)
+        idx = torch.cat(picks).to(device, non_blocking=True)
+        if self.x_train.device != torch.device(device):   # once: the uint8 images move to the device
+            self.x_train, self.y_train = self.x_train.to(device), self.y_train.to(device)
+        x, y = to_float(self.x_train[idx]), self.y_train[idx]
         return torch.cat([x, self.g1(model, x, y)]), torch.cat([y, y])
 
     def __call__(self, model, x, y, x_adv, feats) -> torch.Tensor:

@@ -1,9 +1,13 @@
 """The ASK loss (paper eq. 2) in its attack and defense forms, and the soft nearest neighbour loss.
 
 All reductions go through log-sum-exp, so the losses stay finite for tiny temperatures and
-far-apart features. Losses are returned per example; callers reduce.
+far-apart features. Losses are returned per example; callers reduce. They always compute in at least
+float32, also inside bf16 autocast (`in_fp32`): at tau = 0.01 a bf16 cosine error of about 4e-3
+becomes 0.4 in the logits.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +15,21 @@ import torch.nn.functional as F
 from askknn.params import METRICS, ParamError
 
 
+def in_fp32(fn):
+    """Run `fn` with autocast off and half-precision tensor arguments upcast to float32. Float32 and
+    float64 inputs outside autocast pass through untouched (the CPU path computes what it always did)."""
+    def up(v):
+        return v.float() if isinstance(v, torch.Tensor) and v.dtype in (torch.bfloat16, torch.float16) else v
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+        with torch.autocast(device, enabled=False):
+            return fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+    return wrapper
+
+
+@in_fp32
 def similarity(features: torch.Tensor, refs: torch.Tensor, metric: str, tau: float,
                refs_normalised: bool = False, ref_sq_norms: torch.Tensor | None = None) -> torch.Tensor:
     """A(x', r) for features (B, D) against per-example references (B, R, D) or references
@@ -39,6 +58,7 @@ def _class_mask(ref_labels: torch.Tensor, y: torch.Tensor, target: torch.Tensor 
     return (ref_labels == y[:, None]) | (ref_labels == target[:, None])
 
 
+@in_fp32
 def ask_loss(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_classes: int,
              form: str = "attack", target: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example ASK loss -log(S_y / sum_c S_c) from similarities (B, R) to labelled references.
@@ -65,6 +85,7 @@ def ask_loss(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_c
     raise ParamError(f"ASK loss form {form!r} is unknown; choose 'attack' or 'defense'")
 
 
+@in_fp32
 def snn_loss(features: torch.Tensor, y: torch.Tensor, temperature: float,
              distance: str = "cosine") -> torch.Tensor:
     """Soft nearest neighbour loss (Frosst, Papernot & Hinton 2019), mean over the batch.

@@ -189,6 +189,8 @@ class Train(Section):
     attack_mode: one_of("eval", "train") = doc("the model's mode while crafting training attacks "
                                                "(the authors used train)")
     seed: Seed = doc("training seed; epoch e draws from seed and e, so a resumed run is identical")
+    precision: one_of("fp32", "bf16") = doc("bf16: the network runs under bf16 autocast on CUDA (losses stay "
+                                            "float32); CPU runs are always fp32")
 
 
 class DkNN(Section):

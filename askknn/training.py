@@ -3,9 +3,17 @@
 loss = CE(f(PGD(x)), y) + extra_term(...). Every epoch draws its randomness from
 seed + epoch, and a checkpoint (model, optimizer, history) is written atomically after each
 epoch, so an interrupted run resumed from its checkpoint ends with the same weights.
+
+On CUDA the loop is made fast without changing what it computes on the CPU: the uint8 images live
+on the device and are converted and augmented there, the model runs channels_last with
+cudnn.benchmark and (train.precision: bf16) under bf16 autocast, while the losses stay in float32
+(askknn.losses); statistics accumulate on the device and are read once per epoch (no host
+synchronisation per batch). Random draws stay on the CPU generator, so every device sees the
+same batches and augmentations.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +45,7 @@ class TrainConfig:
     augment: str = "none"          # none | crop_flip
     attack_mode: str = "eval"      # the model's mode while crafting: eval | train
     seed: int = 0
+    precision: str = "fp32"        # fp32 | bf16 (autocast of the network; see effective_precision)
     wide_attack: dict | None = None   # at_wide: {eps, steps, step_size} of the training attack only
 
     @classmethod
@@ -60,39 +69,52 @@ class TrainConfig:
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
 
 
+def effective_precision(precision: str, device) -> str:
+    """train.precision as a run uses it: bf16 only on CUDA, where it pays; CPU runs stay fp32 and so
+    bit-identical to runs made before the setting existed (tests ask for bf16 on CPU directly)."""
+    return precision if torch.device(device).type == "cuda" else "fp32"
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 # An extra loss term: (model, x, y, x_adv, features of x_adv at term.layers) -> scalar.
 ExtraTerm = Callable[..., torch.Tensor]
 
 
 def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding) and horizontal flip, per image, vectorised."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, b))
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-    out = padded[torch.arange(b)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-    flip = torch.rand(b) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    """Random crop (zero padding) and horizontal flip, per image, vectorised on x's device. The draws
+    come from the CPU generator (the same numbers on every device); no boolean indexing, which would
+    synchronise with the GPU."""
+    b, c, h, w = x.shape
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b)).to(x.device, non_blocking=True)
+    flip = (torch.rand(b) < 0.5).to(x.device, non_blocking=True)
+    arange = functools.partial(torch.arange, device=x.device)
+    rows = (dy[:, None] + arange(h))[:, None, :, None]
+    cols = (dx[:, None] + arange(w))[:, None, None, :]
+    out = F.pad(x, (pad, pad, pad, pad))[arange(b)[:, None, None, None], arange(c)[None, :, None, None], rows, cols]
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 @torch.no_grad()
 def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size: int = 500,
              device="cpu") -> dict[str, float]:
-    """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack`."""
+    """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack`. Sums stay on
+    the device (float64, the precision of the Python floats they replace) and are read once."""
     model.eval()
-    loss = correct = 0.0
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(y), batch_size):
-        x = to_float(x_u8[start:start + batch_size].to(device))
-        t = y[start:start + batch_size].to(device)
+        x = to_float(x_u8[start:start + batch_size].to(device, non_blocking=True))
+        t = y[start:start + batch_size].to(device, non_blocking=True)
         if attack is not None:
             with torch.enable_grad():
                 x = attack(model, x, t)
         logits = model(x)
-        loss += F.cross_entropy(logits, t, reduction="sum").item()
-        correct += (logits.argmax(1) == t).sum().item()
-    return {"loss": loss / len(y), "accuracy": correct / len(y)}
+        loss += F.cross_entropy(logits, t, reduction="sum").double()
+        correct += (logits.argmax(1) == t).sum()
+    return {"loss": loss.item() / len(y), "accuracy": correct.item() / len(y)}
 
 
 def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list]:
@@ -127,13 +149,18 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list]:
 def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, extra_term: ExtraTerm | None = None,
                 device="cpu", log: Callable[[str], None] = print) -> list[dict]:
     """Train `model` in place, resuming from `checkpoint` if it exists; returns per-epoch history."""
-    model.to(device)
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN time and keep its fastest kernels
+        model.to(device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     start, history = load_checkpoint(checkpoint, model, optimizer)
     if start:
         log(f"resuming from {checkpoint} after epoch {start}")
-    x_train, y_train = data.split("train")
+    x_train, y_train = (t.to(device) for t in data.split("train"))   # uint8: resident on the device
     x_val, y_val = data.split("val")
     attack, val_attack = cfg.training_pgd(), cfg.pgd(cfg.val_pgd_steps)
     layers = getattr(extra_term, "layers", [])
@@ -141,29 +168,32 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(epoch)
-        order = torch.randperm(len(y_train))
-        tic, total, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None)  # no bar when the output is not a terminal
-        for start_idx in bar:
-            idx = order[start_idx:start_idx + cfg.batch_size]
-            x, y = to_float(x_train[idx]).to(device), y_train[idx].to(device)
+        order = torch.randperm(len(y_train))   # CPU generator: the same order on every device
+        tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device)
+        for start_idx in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                              leave=False, disable=None):  # no bar when the output is not a terminal
+            idx = order[start_idx:start_idx + cfg.batch_size].to(device, non_blocking=True)
+            x, y = to_float(x_train[idx]), y_train[idx]
             if cfg.augment == "crop_flip":
                 x = crop_flip(x)
-            x_adv = attack(model, x, y)
-            model.train()
-            logits, feats = model.forward_with_features(x_adv, layers)
-            loss = F.cross_entropy(logits, y)
-            if extra_term is not None:
-                loss = loss + extra_term(model, x, y, x_adv, feats)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(cfg, device):
+                x_adv = attack(model, x, y)
+                model.train()
+                logits, feats = model.forward_with_features(x_adv, layers)
+                loss = F.cross_entropy(logits.float(), y)
+                if extra_term is not None:
+                    loss = loss + extra_term(model, x, y, x_adv, feats)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, seen = total + loss.item() * len(y), seen + len(y)
-            bar.set_postfix(loss=f"{total / seen:.3f}")
+            total += loss.detach().double() * len(y)   # float64 on the device: what Python floats summed
+        if device.type == "cuda":
+            torch.cuda.synchronize()   # the epoch's time includes its queued kernels
         epoch_time = time.perf_counter() - tic
         clean, robust = evaluate(model, x_val, y_val, device=device), evaluate(model, x_val, y_val, val_attack, device=device)
-        history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch), "train_loss": total / seen,
+        history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch), "train_loss": total.item() / len(order),
                         "val_loss": clean["loss"], "val_clean_accuracy": clean["accuracy"],
                         "val_pgd_accuracy": robust["accuracy"], "epoch_seconds": epoch_time})
         log(" ".join(f"{k}={v:.4g}" for k, v in history[-1].items()))

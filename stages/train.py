@@ -1,17 +1,20 @@
 """Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.safetensors."""
+import dataclasses
+
 from askknn.data import IMAGES, TRAIN_SPLITS, PreparedData, sha256_file
 from askknn.defenses import extra_term, train_config
 from askknn.io import save_weights, write_json, write_text
 from askknn.params import METHODS, load_params
 from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_path,
                             new_model, seed_everything, stage_arguments)
-from askknn.training import train_model
+from askknn.training import effective_precision, train_model
 
 
 def main() -> None:
     method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
     cfg = train_config(method, params)
+    cfg = dataclasses.replace(cfg, precision=effective_precision(cfg.precision, device()))
     seed_everything(cfg.seed)
     data = PreparedData(PREPARED, TRAIN_SPLITS)
     model = new_model(params, data)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from askknn.bank import FeatureBank, normalise
@@ -39,6 +40,43 @@ def test_faiss_search_equals_brute_force(random_bank, metric):
     for c in range(5):
         masked = np.where(bank.labels == c, d, np.inf)
         np.testing.assert_array_equal(cidx[:, c], np.argsort(masked, axis=1)[:, :3])
+
+
+def assert_same_up_to_ties(idx_a, idx_b, true_dist, tol=1e-4):
+    """Two k-nearest lists agree up to ties: every point either list holds is no farther than the other
+    list's k-th point (within tol), and both lists hold k distinct points."""
+    for a, b, d in zip(idx_a, idx_b, true_dist):
+        assert len(set(a)) == len(set(b)) == len(a)
+        assert d[a].max() <= d[b].max() + tol and d[b].max() <= d[a].max() + tol
+        assert set(a) ^ set(b) <= set(np.flatnonzero(np.abs(d - d[a].max()) <= tol))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_torch_search_finds_the_faiss_neighbours(metric):
+    """The device search (torch, here on the CPU) against faiss, with exact ties built in: a quarter of
+    the bank repeats other points, so several neighbours lie at the same distance."""
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(400, 24)).astype(np.float32)
+    feats[300:] = feats[:100]
+    labels = rng.permutation(np.repeat(np.arange(5), 80))
+    queries = rng.normal(size=(60, 24)).astype(np.float32)
+    faiss_bank = FeatureBank({"conv4": feats}, labels, search="faiss")
+    torch_bank = FeatureBank({"conv4": feats}, labels, search="torch", device="cpu")
+    prep = normalise if metric == "cosine" else (lambda a: a)
+    true = ((prep(queries)[:, None].astype(np.float64) - prep(feats)[None]) ** 2).sum(-1)
+    (fd, fi), (td, ti) = (b.search("conv4", metric, torch.from_numpy(queries), 9) for b in (faiss_bank, torch_bank))
+    np.testing.assert_allclose(td, fd, rtol=1e-4, atol=1e-4)
+    assert_same_up_to_ties(fi, ti, true)
+    (fd, fi), (td, ti) = (b.search_per_class("conv4", metric, queries, 4) for b in (faiss_bank, torch_bank))
+    np.testing.assert_allclose(td, fd, rtol=1e-4, atol=1e-4)
+    for c in range(5):
+        masked = np.where(labels == c, true, np.inf)
+        assert_same_up_to_ties(fi[:, c], ti[:, c], masked)
+
+
+def test_an_unknown_search_is_refused():
+    with pytest.raises(ParamError, match="bank search = 'annoy' is not allowed"):
+        FeatureBank({"conv4": np.zeros((4, 2), np.float32)}, np.arange(4) % 2, search="annoy")
 
 
 def test_multi_layer_vote_sums_the_layer_histograms_and_breaks_ties_to_the_smallest_class(random_bank):

@@ -1,5 +1,6 @@
 """The training loop (AT, ASK-Def, AT+SNN), its checkpoints, and the SNN loss."""
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,12 +12,13 @@ import yaml
 
 from askknn.data import PreparedData, make_splits, save_prepared, to_float
 from askknn.defenses import AskDefTerm, extra_term
-from askknn.losses import snn_loss
+from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.models import create_model
 from askknn.params import ParamError, load_params
-from askknn.training import TrainConfig, train_model
+from askknn.training import TrainConfig, autocast, effective_precision, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
+TOL_LOSS, TOL_COS = 0.05, 0.95   # bf16 autocast against fp32 (see test_bf16_autocast_agrees_with_fp32)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +111,61 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch(prepared, params, me
     before.backward()
     opt.step()
     assert objective().item() < before.item()
+
+
+def test_losses_compute_in_float32_inside_bf16_autocast():
+    g = torch.Generator().manual_seed(0)
+    f, refs = torch.randn(6, 32, generator=g).bfloat16(), torch.randn(10, 32, generator=g)
+    labels, y = torch.arange(10) % 5, torch.arange(6) % 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sim = similarity(f, refs, "cosine", 0.01)
+        loss = ask_loss(sim, labels.expand(6, -1), y, 5, "defense")
+        snn = snn_loss(f, y, 0.1)
+    assert sim.dtype == loss.dtype == snn.dtype == torch.float32
+    torch.testing.assert_close(sim, similarity(f.float(), refs, "cosine", 0.01), rtol=0, atol=0)
+    torch.testing.assert_close(snn, snn_loss(f.float(), y, 0.1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["at", "askdef", "atsnn"])
+def test_bf16_autocast_agrees_with_fp32(prepared, params, method):
+    """One training objective (PGD, forward, loss term) and its gradient under bf16 autocast against fp32,
+    on the CPU. bf16 keeps 8 bits of mantissa (relative rounding 2^-9, about 2e-3, per operation);
+    through the network's five blocks that leaves the loss within TOL_LOSS and the gradient's direction
+    within cosine TOL_COS of fp32's. The sign steps of PGD may flip on near-zero gradients, so the
+    adversarial inputs, and thus the loss, differ by more than one forward pass would."""
+    cfg = config()
+    term = extra_term(method, params, prepared, cfg)
+    torch.manual_seed(0)
+    model = create_model("small_cnn", in_channels=1)
+    x_u8, y = prepared.split("train")
+    x, y = to_float(x_u8[:100]), y[:100]
+    initial = copy.deepcopy(model.state_dict())
+
+    def objective(precision):
+        run_cfg = dataclasses.replace(cfg, precision=precision)
+        torch.manual_seed(1)
+        model.load_state_dict(initial)   # the same BatchNorm statistics for both (PGD runs in eval mode)
+        model.zero_grad()
+        with autocast(run_cfg, torch.device("cpu")):
+            x_adv = cfg.pgd()(model, x, y)
+            model.train()
+            logits, feats = model.forward_with_features(x_adv, getattr(term, "layers", []))
+            loss = F.cross_entropy(logits.float(), y)
+            loss = loss + term(model, x, y, x_adv, feats) if term is not None else loss
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    (loss32, grad32), (loss16, grad16) = objective("fp32"), objective("bf16")
+    assert loss16.dtype == torch.float32
+    assert abs(loss16 - loss32) <= TOL_LOSS * loss32
+    assert F.cosine_similarity(grad16, grad32, dim=0) >= TOL_COS
+
+
+def test_bf16_training_runs_and_fp32_is_the_default(prepared, tmp_path):
+    assert TrainConfig(epochs=1).precision == "fp32"
+    assert effective_precision("bf16", "cpu") == "fp32"
+    weights = trained(prepared, dataclasses.replace(config(1), precision="bf16"), tmp_path / "bf16.pt")
+    assert all(torch.isfinite(v).all() for v in weights.values())
 
 
 def direct_snn(f, y, T, distance):

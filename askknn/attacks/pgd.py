@@ -20,7 +20,7 @@ class PGD(Attack):
         self.restarts = restarts
 
     def loss(self, model, x_adv, y, context) -> torch.Tensor:
-        return F.cross_entropy(model(x_adv), y, reduction="none")
+        return F.cross_entropy(model(x_adv).float(), y, reduction="none")   # float32 under autocast too
 
     def ascend(self, model, x, y, context) -> torch.Tensor:
         best = super().ascend(model, x, y, context)
