@@ -44,12 +44,13 @@ class AskDefTerm:
         x, y = to_float(self.x_train[idx]), self.y_train[idx]
         return torch.cat([x, self.g1(model, x, y)]), torch.cat([y, y])
 
-    def __call__(self, model, x, y, x_adv, feats) -> torch.Tensor:
+    def __call__(self, model, x, y, x_adv, feats, net=None) -> torch.Tensor:
         refs, ref_labels = self.reference_batch(model, x.device)
         g2 = SharedReferenceASK(refs, ref_labels, self.num_classes, self.layer, self.metric, self.tau, **self.g2)
         x_adv2 = g2(model, x, y)
         model.train()
-        both = model.features(torch.cat([x_adv2, refs]), [self.layer])[self.layer]
+        net = model if net is None else net   # the DDP wrapper under torchrun: its forward syncs gradients
+        both = net(torch.cat([x_adv2, refs]), [self.layer], head=False)[self.layer]
         sim = similarity(both[:len(x)], both[len(x):], self.metric, self.tau)
         return self.lam * ask_loss(sim, ref_labels.expand(len(x), -1), y, self.num_classes, "defense").mean()
 
@@ -62,8 +63,9 @@ class SnnTerm:
         self.adversarial = features == "adversarial"
         self.layers = [layer] if self.adversarial else []
 
-    def __call__(self, model, x, y, x_adv, feats) -> torch.Tensor:
-        f = feats[self.layer] if self.adversarial else model.features(x, [self.layer])[self.layer]
+    def __call__(self, model, x, y, x_adv, feats, net=None) -> torch.Tensor:
+        net = model if net is None else net   # the DDP wrapper under torchrun: its forward syncs gradients
+        f = feats[self.layer] if self.adversarial else net(x, [self.layer], head=False)[self.layer]
         return self.beta * snn_loss(f, y, self.temperature, self.distance)
 
 

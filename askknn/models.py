@@ -44,29 +44,29 @@ class BlockNet(nn.Module):
 
     def features(self, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         """Flattened outputs of the requested blocks, stopping at the deepest one."""
-        self.check_layers(layers)
-        wanted, out = set(layers), {}
-        for name, block in self.blocks.items():
-            x = block(x)
-            if name in wanted:
-                out[name] = x.flatten(1)
-                if len(out) == len(wanted):
-                    break
-        return out
+        return self(x, layers, head=False)
 
     def forward_with_features(self, x: torch.Tensor, layers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and the requested block outputs from one pass."""
-        wanted, out = set(layers), {}
+        return self(x, layers)
+
+    def forward(self, x: torch.Tensor, layers=None, head: bool = True):
+        """Logits; with `layers`, (logits, flattened block outputs) from one pass; with head=False only
+        the block outputs, stopping at the deepest requested block. One entry point for all three, so
+        that a pass whose gradient trains the model can go through DistributedDataParallel's forward,
+        which alone synchronises gradients (features() on the wrapped module would bypass it)."""
+        if not head:
+            self.check_layers(layers)
+        wanted, out = set(layers or ()), {}
         for name, block in self.blocks.items():
             x = block(x)
             if name in wanted:
                 out[name] = x.flatten(1)
-        return self.head(x), out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks.values():
-            x = block(x)
-        return self.head(x)
+                if not head and len(out) == len(wanted):
+                    return out
+        if not head:
+            return out
+        return self.head(x) if layers is None else (self.head(x), out)
 
 
 def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:

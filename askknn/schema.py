@@ -191,6 +191,11 @@ class Train(Section):
     seed: Seed = doc("training seed; epoch e draws from seed and e, so a resumed run is identical")
     precision: one_of("fp32", "bf16") = doc("bf16: the network runs under bf16 autocast on CUDA (losses stay "
                                             "float32); CPU runs are always fp32")
+    launcher: one_of("python", "torchrun") = doc("torchrun: the stage starts itself again under torchrun "
+                                                 "--standalone with train.nproc processes (DDP: one per GPU, "
+                                                 "or gloo on the CPU); python: one process")
+    nproc: integer(1, 1024) = doc("processes (GPUs) of one machine under torchrun; the global batch stays "
+                                  "train.batch_size, split over them")
 
 
 class DkNN(Section):

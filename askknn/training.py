@@ -10,6 +10,13 @@ cudnn.benchmark and (train.precision: bf16) under bf16 autocast, while the losse
 (askknn.losses); statistics accumulate on the device and are read once per epoch (no host
 synchronisation per batch). Random draws stay on the CPU generator, so every device sees the
 same batches and augmentations.
+
+Under torchrun (askknn.distributed) the model is wrapped in DistributedDataParallel and every pass
+whose gradient trains it, the loss terms' included, goes through the wrapper's forward (the only
+path that synchronises gradients); attacks use the bare module, as they only need input gradients.
+Each rank takes its slice of every global batch of the same epoch permutation, BatchNorm is
+synchronised on CUDA (SyncBatchNorm), losses and held-out metrics are summed over the ranks, and rank
+0 alone writes the checkpoint. A single process skips all of it and computes what it always did.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from tqdm import tqdm
 
 from askknn.attacks.pgd import PGD
 from askknn.data import PreparedData, to_float
+from askknn.distributed import all_sum, broadcast_buffers, is_main, rank_and_world
 from askknn.io import load_torch, save_torch
 
 
@@ -79,7 +87,8 @@ def autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
-# An extra loss term: (model, x, y, x_adv, features of x_adv at term.layers) -> scalar.
+# An extra loss term: (model, x, y, x_adv, features of x_adv at term.layers, net) -> scalar, where `net`
+# is the entry point of passes that train the model (the DDP wrapper, or the model itself).
 ExtraTerm = Callable[..., torch.Tensor]
 
 
@@ -101,7 +110,10 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
 def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size: int = 500,
              device="cpu") -> dict[str, float]:
     """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack`. Sums stay on
-    the device (float64, the precision of the Python floats they replace) and are read once."""
+    the device (float64, the precision of the Python floats they replace) and are read once. Under
+    torchrun each rank evaluates every world-th image and the sums are added over the ranks."""
+    rank, world = rank_and_world()
+    n, x_u8, y = len(y), x_u8[rank::world], y[rank::world]
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -114,7 +126,8 @@ def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size
         logits = model(x)
         loss += F.cross_entropy(logits, t, reduction="sum").double()
         correct += (logits.argmax(1) == t).sum()
-    return {"loss": loss.item() / len(y), "accuracy": correct.item() / len(y)}
+    all_sum(loss, correct)
+    return {"loss": loss.item() / n, "accuracy": correct.item() / n}
 
 
 def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list]:
@@ -139,7 +152,8 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list]:
         model.load_state_dict(fresh_model)
         optimizer.load_state_dict(fresh_optimizer)
         aside = path.with_name(path.name + ".unreadable")
-        os.replace(path, aside)
+        if is_main():   # the one rank that writes checkpoints also sets them aside
+            os.replace(path, aside)
         warnings.warn(f"checkpoint {path} cannot be resumed ({exc}); moved it to {aside} and training "
                       f"starts over from epoch 0", RuntimeWarning, stacklevel=2)
         return 0, []
@@ -158,8 +172,15 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     start, history = load_checkpoint(checkpoint, model, optimizer)
-    if start:
+    if start and is_main():
         log(f"resuming from {checkpoint} after epoch {start}")
+    rank, world = rank_and_world()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        if device.type == "cuda":
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # replaces the BatchNorm layers in place
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     x_train, y_train = (t.to(device) for t in data.split("train"))   # uint8: resident on the device
     x_val, y_val = data.split("val")
     attack, val_attack = cfg.training_pgd(), cfg.pgd(cfg.val_pgd_steps)
@@ -168,11 +189,14 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(epoch)
-        order = torch.randperm(len(y_train))   # CPU generator: the same order on every device
+        order = torch.randperm(len(y_train))   # CPU generator: the same order on every device and rank
+        if world > 1:   # then independent random starts and crops on every rank
+            torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
         tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device)
         for start_idx in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                              leave=False, disable=None):  # no bar when the output is not a terminal
-            idx = order[start_idx:start_idx + cfg.batch_size].to(device, non_blocking=True)
+                              leave=False, disable=None if is_main() else True):  # no bar off a terminal
+            idx = order[start_idx:start_idx + cfg.batch_size].tensor_split(world)[rank]   # this rank's slice
+            idx = idx.to(device, non_blocking=True)
             x, y = to_float(x_train[idx]), y_train[idx]
             if cfg.augment == "crop_flip":
                 x = crop_flip(x)
@@ -181,10 +205,10 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
             with autocast(cfg, device):
                 x_adv = attack(model, x, y)
                 model.train()
-                logits, feats = model.forward_with_features(x_adv, layers)
+                logits, feats = net(x_adv, layers)
                 loss = F.cross_entropy(logits.float(), y)
                 if extra_term is not None:
-                    loss = loss + extra_term(model, x, y, x_adv, feats)
+                    loss = loss + extra_term(model, x, y, x_adv, feats, net)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -192,11 +216,14 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         if device.type == "cuda":
             torch.cuda.synchronize()   # the epoch's time includes its queued kernels
         epoch_time = time.perf_counter() - tic
+        all_sum(total)
+        broadcast_buffers(model)
         clean, robust = evaluate(model, x_val, y_val, device=device), evaluate(model, x_val, y_val, val_attack, device=device)
         history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch), "train_loss": total.item() / len(order),
                         "val_loss": clean["loss"], "val_clean_accuracy": clean["accuracy"],
                         "val_pgd_accuracy": robust["accuracy"], "epoch_seconds": epoch_time})
-        log(" ".join(f"{k}={v:.4g}" for k, v in history[-1].items()))
-        save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "epoch": epoch + 1, "history": history})
+        if is_main():
+            log(" ".join(f"{k}={v:.4g}" for k, v in history[-1].items()))
+            save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "epoch": epoch + 1, "history": history})
     return history

@@ -1,8 +1,13 @@
-"""Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.safetensors."""
+"""Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.safetensors.
+
+With train.launcher: torchrun it starts itself again under torchrun (train.nproc processes, DDP);
+started by torchrun (also by hand, e.g. across machines) it joins the process group and rank 0
+writes the outputs."""
 import dataclasses
 
 from askknn.data import IMAGES, TRAIN_SPLITS, PreparedData, sha256_file
 from askknn.defenses import extra_term, train_config
+from askknn.distributed import is_main, relaunch, setup, teardown, under_torchrun
 from askknn.io import save_weights, write_json, write_text
 from askknn.params import METHODS, load_params
 from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_path,
@@ -13,8 +18,11 @@ from askknn.training import effective_precision, train_model
 def main() -> None:
     method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
+    if params["train"]["launcher"] == "torchrun" and not under_torchrun():
+        relaunch(__file__, [method], params["train"]["nproc"])
+    run_device = setup() if under_torchrun() else device()
     cfg = train_config(method, params)
-    cfg = dataclasses.replace(cfg, precision=effective_precision(cfg.precision, device()))
+    cfg = dataclasses.replace(cfg, precision=effective_precision(cfg.precision, run_device))
     seed_everything(cfg.seed)
     data = PreparedData(PREPARED, TRAIN_SPLITS)
     model = new_model(params, data)
@@ -24,7 +32,14 @@ def main() -> None:
     key = config_hash(*(sha256_file(PREPARED / f) for f in (IMAGES, TRAIN_SPLITS)), params["model"],
                       params["train"], params["methods"][method])
     checkpoint = MODELS / "checkpoints" / f"{method}-{key}.pt"
-    history = train_model(model, data, cfg, checkpoint, term, device())
+    history = train_model(model, data, cfg, checkpoint, term, run_device)
+    if is_main():
+        write_outputs(method, params, model, history)
+        checkpoint.unlink()
+    teardown()
+
+
+def write_outputs(method: str, params: dict, model, history: list[dict]) -> None:
     save_weights(model_path(method), model.state_dict(), {"model": params["model"]["name"], "method": method})
     rows = ["epoch,train_loss,val_loss,val_clean_accuracy,val_pgd_accuracy,epoch_seconds"]
     rows += [",".join(str(h[c]) for c in rows[0].split(",")) for h in history]
@@ -34,7 +49,6 @@ def main() -> None:
         "epochs": last["epoch"], "val_clean_accuracy": last["val_clean_accuracy"],
         "val_pgd_accuracy": last["val_pgd_accuracy"],
         "epoch_seconds": sum(h["epoch_seconds"] for h in history) / len(history)})
-    checkpoint.unlink()
 
 
 if __name__ == "__main__":

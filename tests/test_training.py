@@ -18,7 +18,7 @@ from askknn.params import ParamError, load_params
 from askknn.training import TrainConfig, autocast, effective_precision, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TOL_LOSS, TOL_COS = 0.05, 0.95   # bf16 autocast against fp32 (see test_bf16_autocast_agrees_with_fp32)
+TOL_LOSS, TOL_COS = 0.02, 0.9   # bf16 autocast against fp32 (see test_bf16_autocast_agrees_with_fp32)
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +131,9 @@ def test_bf16_autocast_agrees_with_fp32(prepared, params, method):
     """One training objective (PGD, forward, loss term) and its gradient under bf16 autocast against fp32,
     on the CPU. bf16 keeps 8 bits of mantissa (relative rounding 2^-9, about 2e-3, per operation);
     through the network's five blocks that leaves the loss within TOL_LOSS and the gradient's direction
-    within cosine TOL_COS of fp32's. The sign steps of PGD may flip on near-zero gradients, so the
-    adversarial inputs, and thus the loss, differ by more than one forward pass would."""
+    within cosine TOL_COS of fp32's (measured on this CPU: loss within 0.05-0.25%, cosine 0.95-0.96).
+    The sign steps of PGD flip on near-zero gradients, so the adversarial inputs, and with them the
+    gradient, differ by more than one forward pass would."""
     cfg = config()
     term = extra_term(method, params, prepared, cfg)
     torch.manual_seed(0)

@@ -1,0 +1,67 @@
+"""Data-parallel training under torchrun (DistributedDataParallel): launching, the process group, and
+the few collective operations the training loop needs.
+
+`train.launcher: torchrun` makes stage train@<method> start itself again under
+`torchrun --standalone --nproc-per-node <train.nproc>` (one machine). For several machines, start
+`torchrun --nnodes N --node-rank i --rdzv-endpoint host:port ... stages/train.py <method>` on each
+yourself: a process that torchrun started (RANK in its environment) never relaunches. Without a
+process group every helper here is the single-process identity, so the default path is unchanged.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+def under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def relaunch(script: str, args: list[str], nproc: int) -> None:
+    """Replace this process by torchrun running `script` on `nproc` local processes (same PID, so a
+    signal from DVC reaches torchrun, which passes it on)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", script, *args]
+    os.execv(sys.executable, cmd)
+
+
+def setup() -> torch.device:
+    """Join the process group torchrun describes; each process gets its local GPU (nccl) or the CPU (gloo)."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+        return device
+    dist.init_process_group("gloo")
+    return torch.device("cpu")
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_and_world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def is_main() -> bool:
+    """Rank 0 alone writes checkpoints, metrics and outputs."""
+    return rank_and_world()[0] == 0
+
+
+def all_sum(*tensors: torch.Tensor) -> None:
+    """Sum each tensor over the ranks, in place (nothing to do in a single process)."""
+    if dist.is_initialized():
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics, which each rank updates on its
+    own shard), so held-out metrics and the saved model are the same on every rank."""
+    if dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
