@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from askknn import paper  # noqa: E402
 from askknn.io import atomic_path, read_json  # noqa: E402
 from askknn.runtime import METRICS, OUTCOMES, PLOTS, REPORTS, layer_set_name  # noqa: E402
-from askknn.stats import ALPHA, claim_verdict, equivalence_verdict, unpack  # noqa: E402
+from askknn.stats import ALPHA, claim_verdict, equivalence_verdict, proportion, unpack  # noqa: E402
 
 METHOD_NAMES = {"at": "AT", "at_wide": "AT (G2 budget)", "askdef": "ASK-Def", "atsnn": "AT+SNN"}
 ATTACK_NAMES = {"ask": "ASK-Atk", "advknn": "AdvKnn", "dknn_atk": "DkNN-Atk"}
@@ -37,6 +37,12 @@ def pct(value: float) -> str:
 def with_ci(p: dict) -> str:
     """An accuracy as 'acc [low, high]' in percent (its n is stated with the table)."""
     return f"{pct(p['accuracy'])} [{pct(p['ci95'][0])}, {pct(p['ci95'][1])}]"
+
+
+def rate_with_ci(rate: float, n: int) -> str:
+    """A rate stored as a fraction of n images, with its Wilson interval."""
+    k = round(rate * n)
+    return with_ci(proportion(np.arange(n) < k))
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -77,6 +83,11 @@ def metrics(kind: str, name: str) -> dict:
 
 def outcomes(kind: str, name: str) -> dict:
     return read_json(OUTCOMES / kind / f"{name}.json")
+
+
+def clean_correct(cell: dict) -> int:
+    """How many images the clean DkNN got right: the denominator of a success rate."""
+    return round(cell["clean"]["accuracy"] * cell["clean"]["n"])
 
 
 def table3_cells(method: str) -> tuple[dict, dict]:
@@ -164,8 +175,8 @@ def training(params, verdicts) -> str:
     rows = {METHOD_NAMES[m]: metrics("train", m) for m in METHOD_NAMES}
     n_val = metrics("", "data")["val_images"]
     at_seconds = rows["AT"]["epoch_seconds"]
-    df = pd.DataFrame({name: {"epochs": r["epochs"], "held-out clean acc.": pct(r["val_clean_accuracy"]),
-                              "held-out PGD acc.": pct(r["val_pgd_accuracy"]),
+    df = pd.DataFrame({name: {"epochs": r["epochs"], "held-out clean acc.": rate_with_ci(r["val_clean_accuracy"], n_val),
+                              "held-out PGD acc.": rate_with_ci(r["val_pgd_accuracy"], n_val),
                               "seconds per epoch": f"{r['epoch_seconds']:.1f}",
                               "epoch time / AT's": f"{r['epoch_seconds'] / at_seconds:.2f}"}
                        for name, r in rows.items()}).T
@@ -225,7 +236,8 @@ def table1(params, verdicts) -> str:
         out.append(f"\n### {metric} similarity (n = {n_of(cells['ask'])}; clean DkNN accuracy: "
                    + ", ".join(f"{n} {with_ci(cells['ask'][n]['clean'])}" for n in names) + ")\n\n")
         out.append(markdown(pd.DataFrame(rows).T))
-        success = pd.DataFrame({ATTACK_NAMES[a]: {n: pct(cells[a][n]["success_rate"]) for n in names} for a in ATTACKS})
+        success = pd.DataFrame({ATTACK_NAMES[a]: {n: rate_with_ci(cells[a][n]["success_rate"], clean_correct(cells[a][n]))
+                                                  for n in names} for a in ATTACKS})
         out.append("\nAttack success rate (%) on the images the clean DkNN classifies correctly:\n\n" + markdown(success))
     out.append("\nPaired verdicts (ASK-Atk's first start against each baseline, same images):\n\n" + "".join(lines)
                + verdicts.tally(first))
@@ -238,13 +250,12 @@ def table1(params, verdicts) -> str:
 
 
 def advknn_block(params, verdicts) -> str:
-    rows = {}
+    rows, n_val = {}, metrics("", "data")["val_images"]
     for metric in params["dknn"]["metrics"]:
         m = metrics("advknn", metric)
         for block in ("single", "multi"):
             rows[f"{metric}, lambda = {m[block]['lam']:g} ({block}-layer attacks)"] = {
-                layer: pct(v) for layer, v in m[block]["agreement_with_knn"].items()}
-    n_val = metrics("", "data")["val_images"]
+                layer: rate_with_ci(v, n_val) for layer, v in m[block]["agreement_with_knn"].items()}
     return (f"## AdvKnn's deep kNN blocks: agreement (%) with the real kNN on held-out images (n = {n_val})\n\n"
             + markdown(pd.DataFrame(rows).T))
 
@@ -353,7 +364,7 @@ def figure4(params, verdicts) -> str:
 DEFENSE_CLAIMS = [  # (a, b, claim, what is checked)
     ("askdef", "at", "paper: ASK-Def is more robust than AT"),
     ("askdef", "atsnn", "paper: ASK-Def is more robust than AT+SNN"),
-    ("atsnn", "at", "paper's numbers: AT+SNN above AT (not a claim of its text)"),
+    ("atsnn", "at", "AT+SNN against AT, on its own line: not a claim of the paper's text"),
     ("askdef", "at_wide", "control: the ASK term, not G2's larger budget"),
 ]
 
@@ -367,7 +378,8 @@ def defense_tables(params, verdicts) -> str:
     names, first = layer_names(params), len(verdicts.records)
     t3 = {m: table3_cells(m) for m in METHOD_NAMES}
     df3 = pd.DataFrame({METHOD_NAMES[m]: {n: with_ci(cells[n]) for n in names} for m, (cells, _) in t3.items()})
-    ref3 = pd.DataFrame({METHOD_NAMES[m]: {n: paper_cell(paper.TABLE3[m], n) for n in names} for m in paper.TABLE3})
+    ref3 = pd.DataFrame({METHOD_NAMES[m]: {n: paper_cell(paper.TABLE3[m], n) for n in names}
+                         for m in METHOD_NAMES if m in paper.TABLE3})
     lines3 = "".join(defense_verdicts(verdicts, "paper Table 3", n, {m: o[n] for m, (_, o) in t3.items()})
                      for n in names)
     tally3, first5 = verdicts.tally(first), len(verdicts.records)
@@ -375,8 +387,8 @@ def defense_tables(params, verdicts) -> str:
     eps_list = [str(e) for e in params["experiments"]["pgd_eps"]]
     df5 = pd.DataFrame({METHOD_NAMES[m]: {f"eps {e}": with_ci(p[e]) for e in eps_list}
                         for m, (p, _) in runs.items()}).T
-    ref5 = pd.DataFrame({METHOD_NAMES[m]: dict(zip(("eps 0", "eps 4", "eps 6", "eps 8"), v))
-                         for m, v in paper.TABLE5.items()}).T
+    ref5 = pd.DataFrame({METHOD_NAMES[m]: dict(zip(("eps 0", "eps 4", "eps 6", "eps 8"), paper.TABLE5[m]))
+                         for m in METHOD_NAMES if m in paper.TABLE5}).T
     lines5 = "".join(defense_verdicts(verdicts, "paper Table 5", f"eps {e}", {m: o[e] for m, (_, o) in runs.items()})
                      for e in eps_list if e != "0")
     exp = params["experiments"]
