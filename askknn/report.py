@@ -110,7 +110,7 @@ class Verdicts:
         a_ok, b_ok = unpack(a), unpack(b)
         n = min(len(a_ok), len(b_ok))   # a subset experiment pairs with the first n images
         v = claim_verdict(a_ok[:n], b_ok[:n], claim)
-        self.records.append({"claim": what, "source": source, **v})
+        self.records.append({**v, "direction": v["claim"], "claim": what, "source": source})
         return (f"- {what} ({source}): **{v['verdict']}**; difference {100 * v['difference']:+.1f} points, "
                 f"exact McNemar p = {v['p_value']:.2g}, n = {v['n']}\n")
 
@@ -118,7 +118,7 @@ class Verdicts:
         a_ok, b_ok = unpack(a), unpack(b)
         n = min(len(a_ok), len(b_ok))
         v = equivalence_verdict(a_ok[:n], b_ok[:n], margin)
-        self.records.append({"claim": what, "source": source, **v})
+        self.records.append({**v, "claim": what, "source": source})
         return (f"- {what} ({source}): **{v['verdict']}**; difference {100 * v['difference']:+.1f} points, "
                 f"paired bootstrap 95% interval [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}], "
                 f"n = {v['n']}\n")
