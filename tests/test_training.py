@@ -87,14 +87,19 @@ def test_askdef_reference_labels_are_aligned_with_their_images(prepared, params)
     assert torch.bincount(labels[:n]).tolist() == [params["methods"]["askdef"]["refs_per_class"]] * 10
 
 
-@pytest.mark.parametrize("method", ["at", "askdef", "atsnn"])
-def test_one_training_step_lowers_the_loss_on_a_fixed_batch(prepared, params, method):
+def fixed_batch(method, params, prepared):
+    """The method's config and loss term, a fresh seeded model and the first 100 training images."""
     cfg = config()
     term = extra_term(method, params, prepared, cfg)
     torch.manual_seed(0)
     model = create_model("small_cnn", in_channels=1)
     x_u8, y = prepared.split("train")
-    x, y = to_float(x_u8[:100]), y[:100]
+    return cfg, term, model, to_float(x_u8[:100]), y[:100]
+
+
+@pytest.mark.parametrize("method", ["at", "askdef", "atsnn"])
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(prepared, params, method):
+    cfg, term, model, x, y = fixed_batch(method, params, prepared)
     attack = cfg.pgd()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
 
@@ -134,12 +139,7 @@ def test_bf16_autocast_agrees_with_fp32(prepared, params, method):
     within cosine TOL_COS of fp32's (measured on this CPU: loss within 0.05-0.25%, cosine 0.95-0.96).
     The sign steps of PGD flip on near-zero gradients, so the adversarial inputs, and with them the
     gradient, differ by more than one forward pass would."""
-    cfg = config()
-    term = extra_term(method, params, prepared, cfg)
-    torch.manual_seed(0)
-    model = create_model("small_cnn", in_channels=1)
-    x_u8, y = prepared.split("train")
-    x, y = to_float(x_u8[:100]), y[:100]
+    cfg, term, model, x, y = fixed_batch(method, params, prepared)
     initial = copy.deepcopy(model.state_dict())
 
     def objective(precision):
