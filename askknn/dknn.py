@@ -2,6 +2,14 @@
 
 At each selected layer the K nearest bank points vote; p_l^c(x) is the fraction of them with
 label c, and the prediction is argmax_c sum_l p_l^c(x). Ties go to the smallest class index.
+
+Optionally calibrated as Papernot & McDaniel's DkNN ("Deep k-Nearest Neighbors: Towards Confident,
+Interpretable and Robust Deep Learning", 2018): on a calibration set held out of training, the
+nonconformity of input x with label j is alpha(x, j) = the number of neighbours, over all layers,
+whose label is not j; the p-value of class j for a new input is the fraction of calibration inputs
+whose alpha (with their true label) is at least the input's alpha(x, j); the calibrated prediction
+is the class of largest p-value and its p-value is the credibility. The tables use the plain vote;
+the credibility measures whether an attack also evades the DkNN's own detection.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ class DeepKNN:
             raise ParamError("DeepKNN needs at least one layer")
         bank.check(layers, k, "dknn.k")
         self.bank, self.layers, self.k, self.metric = bank, list(layers), k, metric
+        self.calibration: np.ndarray | None = None
 
     def neighbour_labels(self, features: dict) -> dict[str, np.ndarray]:
         """Labels (B, K) of the K nearest bank points at each layer."""
@@ -34,6 +43,29 @@ class DeepKNN:
     def class_scores(self, features: dict) -> np.ndarray:
         """sum_l p_l^c(x), shape (B, C)."""
         return self.vote_counts(features) / self.k
+
+    def calibrate(self, features: dict, labels) -> "DeepKNN":
+        """Store the calibration nonconformities alpha(x, y) of held-out inputs (features per layer)."""
+        labels = np.asarray(labels)
+        alpha = len(self.layers) * self.k - self.vote_counts(features)[np.arange(len(labels)), labels]
+        self.calibration = np.sort(alpha)
+        return self
+
+    def p_values(self, counts: np.ndarray) -> np.ndarray:
+        """Empirical p-values (B, C) of every class, from vote counts (B, C); needs `calibrate`."""
+        if self.calibration is None:
+            raise ParamError("this DkNN is not calibrated; call calibrate() with held-out features first")
+        alpha = len(self.layers) * self.k - counts
+        below = np.searchsorted(self.calibration, alpha, side="left")   # calibration alphas < alpha
+        return (len(self.calibration) - below) / len(self.calibration)
+
+    def credibility(self, counts: np.ndarray) -> np.ndarray:
+        """The p-value of the calibrated prediction (the largest), per input."""
+        return self.p_values(counts).max(axis=1)
+
+    def predict_calibrated(self, features: dict) -> np.ndarray:
+        """Papernot & McDaniel's prediction: the class of largest p-value (smallest class on ties)."""
+        return self.p_values(self.vote_counts(features)).argmax(axis=1)
 
     def predict(self, features: dict) -> np.ndarray:
         return self.vote_counts(features).argmax(axis=1)  # argmax keeps the first: smallest class on ties

@@ -18,14 +18,21 @@ from askknn.data import to_float
 from askknn.dknn import DeepKNN
 
 
-def dknn_scores(model, x: torch.Tensor, y: torch.Tensor, dknns: dict[str, DeepKNN]) -> dict[str, np.ndarray]:
-    """Per DkNN configuration, whether each input is classified correctly."""
+def dknn_scores(model, x: torch.Tensor, y: torch.Tensor, dknns: dict[str, DeepKNN]) -> dict[str, dict]:
+    """Per DkNN configuration, whether each input is classified correctly (`correct`) and, for a
+    calibrated DkNN, the credibility of its prediction (`credibility`)."""
     layers = sorted({layer for d in dknns.values() for layer in d.layers})
     model.eval()
     with torch.no_grad():
         feats = model.features(x, layers)
     y = y.cpu().numpy()
-    return {name: d.predict(feats) == y for name, d in dknns.items()}
+    scores = {}
+    for name, d in dknns.items():
+        counts = d.vote_counts(feats)
+        scores[name] = {"correct": counts.argmax(axis=1) == y}   # argmax: the smallest class on ties
+        if d.calibration is not None:
+            scores[name]["credibility"] = d.credibility(counts)
+    return scores
 
 
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device):
@@ -33,27 +40,45 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device)
         yield to_float(images[start:start + batch_size].to(device)), labels[start:start + batch_size].to(device)
 
 
+def joined(parts: list[dict]) -> dict:
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def clean_scores(model, images: torch.Tensor, labels: torch.Tensor, dknns: dict[str, DeepKNN], batch_size: int,
+                 device="cpu") -> dict[str, dict]:
+    """`dknn_scores` of the clean uint8 `images`, batch by batch."""
+    parts = {name: [] for name in dknns}
+    for x, y in batches(images, labels, batch_size, device):
+        for name, score in dknn_scores(model, x, y, dknns).items():
+            parts[name].append(score)
+    return {name: joined(p) for name, p in parts.items()}
+
+
 def run_attack(attack: Callable, model, images: torch.Tensor, labels: torch.Tensor, dknns: dict[str, DeepKNN],
-               batch_size: int, device="cpu") -> dict:
+               batch_size: int, device="cpu", clean: dict | None = None) -> dict:
     """Attack uint8 `images` batch by batch with one attack object (it owns the run's generator).
 
     Returns the seconds per image spent in the attack and, per DkNN configuration, the per-image
-    outcomes: `clean` (correct on the clean image) and `adversarial` (correct under attack).
+    outcomes: `clean` (correct on the clean image, from `clean` = `clean_scores` of the same
+    images when the caller has them) and `adversarial` (correct under attack), and for a calibrated
+    DkNN the credibility on both (`credibility`: {clean, adversarial}).
     """
-    clean = {name: [] for name in dknns}
+    clean = clean or clean_scores(model, images, labels, dknns, batch_size, device)
     adv = {name: [] for name in dknns}
     seconds = 0.0
     for x, y in batches(images, labels, batch_size, device):
-        for name, ok in dknn_scores(model, x, y, dknns).items():
-            clean[name].append(ok)
         tic = time.perf_counter()
         x_adv = attack(model, x, y)
         seconds += time.perf_counter() - tic
-        for name, ok in dknn_scores(model, x_adv, y, dknns).items():
-            adv[name].append(ok)
-    return {"seconds_per_image": seconds / len(labels), "images": int(len(labels)),
-            "outcomes": {name: {"clean": np.concatenate(clean[name]), "adversarial": np.concatenate(adv[name])}
-                         for name in dknns}}
+        for name, score in dknn_scores(model, x_adv, y, dknns).items():
+            adv[name].append(score)
+    outcomes = {}
+    for name in dknns:
+        after = joined(adv[name])
+        outcomes[name] = {"clean": clean[name]["correct"], "adversarial": after["correct"]}
+        if "credibility" in after:
+            outcomes[name]["credibility"] = {"clean": clean[name]["credibility"], "adversarial": after["credibility"]}
+    return {"seconds_per_image": seconds / len(labels), "images": int(len(labels)), "outcomes": outcomes}
 
 
 def tune(make_attack: Callable[..., Callable], grid: list[dict], model, images: torch.Tensor,

@@ -11,22 +11,26 @@ The protocol (README, "Evaluation protocol"):
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from askknn.attacks.advknn import AdvKnnAttack, load_blocks
 from askknn.attacks.ask import ASKAttack
+from askknn.attacks.ask_apgd import ASKAPGDAttack
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
+from askknn.attacks.sw20 import SW20Attack
 from askknn.bank import FeatureBank
 from askknn.data import PreparedData
 from askknn.dknn import DeepKNN
-from askknn.evaluation import on_grid_edge, run_attack, tune
+from askknn.evaluation import clean_scores, on_grid_edge, run_attack, tune
 from askknn.io import read_json
 from askknn.params import ParamError, choice
 from askknn.runtime import (PREPARED, advknn_block_path, bank_path, config_hash, device, layer_set_name,
                             load_trained, tuning_path)
-from askknn.stats import pack, proportion
+from askknn.stats import auroc, pack, proportion
 
-ATTACKS = ("ask", "dknn_atk", "advknn")
+ATTACKS = ("ask", "dknn_atk", "advknn", "ask_apgd", "sw20")
+CASCADE = ("dknn_atk", "sw20", "advknn")   # Table 3's worst case, after ASK-Atk and ASK-APGD
 ASK_OPTIONS = ("k_pos", "k_neg", "target", "random_negatives", "tau")
 
 
@@ -41,11 +45,13 @@ def layer_sets(params: dict) -> list[list[str]]:
 
 def tuning_targets(params: dict, method: str) -> list[tuple[str, tuple, str]]:
     """The (attack, layers, metric) whose grids `method`'s evaluation needs: every attack and
-    metric of Table 1 for the AT model, ASK-Atk with cosine (Table 3, curves) for the others."""
+    metric of Table 1 for the AT model; for the others ASK-Atk with cosine (Table 3, curves) and
+    DkNN-Atk with cosine (Table 3's worst case)."""
     sets = [tuple(s) for s in layer_sets(params)]
     sweep = tuple(params["experiments"]["sweep_layers"])
     if method != "at":
-        return [("ask", ls, "cosine") for ls in dict.fromkeys(sets + [sweep])]
+        return [("ask", ls, "cosine") for ls in dict.fromkeys(sets + [sweep])] + [("dknn_atk", ls, "cosine")
+                                                                                 for ls in sets]
     targets = [(a, ls, m) for a in ("ask", "dknn_atk") for m in params["dknn"]["metrics"] for ls in sets]
     targets += [(a, sweep, "cosine") for a in ("ask", "dknn_atk")]
     return list(dict.fromkeys(targets))
@@ -61,7 +67,10 @@ class AttackSuite:
         self.model = load_trained(method, params, self.data)
         self.bank, extra = FeatureBank.load(bank_path(method))
         self.held_out = {k[4:]: v for k, v in extra.items() if k.startswith("val_") and k != "val_labels"}
+        self.held_out_labels = extra["val_labels"]
         self.tuned: dict[tuple, dict] = {}
+        self._dknns: dict[tuple, DeepKNN] = {}
+        self._clean: dict[tuple, dict] = {}
 
     # ------------------------------------------------------------ images
     def tuning_set(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,14 +79,21 @@ class AttackSuite:
         n = self.cfg["tuning_size"]
         return images[:n], labels[:n]
 
-    def evaluation_set(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first n evaluation images (all of them by default)."""
+    def evaluation_set(self, n: int | None = None, indices=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n evaluation images (all of them by default), or the images at `indices`."""
         images, labels = self.data.split("eval")
+        if indices is not None:
+            return images[torch.as_tensor(indices)], labels[torch.as_tensor(indices)]
         return images[:n], labels[:n]
 
     # ------------------------------------------------------------ attacks
     def dknn(self, layers, metric: str, k: int | None = None) -> DeepKNN:
-        return DeepKNN(self.bank, layers, self.k if k is None else k, metric)
+        """The DkNN judge, calibrated on the held-out split (for the credibility; it votes as the plain one)."""
+        key = (tuple(layers), metric, self.k if k is None else k)
+        if key not in self._dknns:
+            self._dknns[key] = DeepKNN(self.bank, layers, key[2], metric).calibrate(self.held_out,
+                                                                                    self.held_out_labels)
+        return self._dknns[key]
 
     def budget(self, eps: int) -> dict:
         """eps in 1/255 -> the attack's radius, steps and step (the step rule: a fraction of eps)."""
@@ -97,6 +113,30 @@ class AttackSuite:
         if len(layers) == 2:
             grid = [{**g, "omega": w} for g in grid for w in cfg["omega_grid"]]
         return make, grid
+
+    def tuned_ask(self, layers, metric: str) -> dict:
+        """ASK-Atk's tuned tau and omega for these layers, as ASKAttack arguments."""
+        hyper = self.hyper("ask", layers, metric, [{}], {})
+        omega = hyper.get("omega")
+        return {"tau": hyper["tau"], "omega": None if omega is None else {layers[0]: omega, layers[1]: 1 - omega}}
+
+    def ask_apgd(self, layers, metric: str, eps: int):
+        """ASK-APGD with ASK-Atk's tuned tau and omega (nothing more to tune: see ask_apgd.py)."""
+        cfg, ask = self.cfg["ask_apgd"], self.cfg["ask"]
+
+        def make(seed):
+            return ASKAPGDAttack(self.bank, layers, eps / 255, self.k, metric=metric, k_pos=ask["k_pos"],
+                                 k_neg=ask["k_neg"], steps=cfg["steps"], restarts=cfg["restarts"],
+                                 restart=cfg["restart"], seed=seed, **self.tuned_ask(layers, metric))
+        return make, []
+
+    def sw20(self, layers, metric: str, eps: int):
+        eta = dknn_thresholds(self.bank, self.held_out, layers, self.k, metric)
+
+        def make(seed):
+            return SW20Attack(self.bank, layers, thresholds=eta, metric=metric, guides=self.guides(), k=self.k,
+                              margin=self.cfg["sw20"]["margin"], seed=seed, **self.budget(eps))
+        return make, []
 
     def guides(self) -> int:
         """DkNN-Atk's m: the DkNN's K (as the original ties them) or a fixed number."""
@@ -169,26 +209,68 @@ class AttackSuite:
 
     # ------------------------------------------------------------ runs
     def run(self, attack: str, layers, metric: str, eps: int, judges: dict[str, DeepKNN] | None = None,
-            n: int | None = None, start: int = 0, **options) -> dict:
-        """Attack the first n evaluation images (all by default); judged by the DkNN on the attacked
-        layers unless `judges` is given. `start` numbers independent random starts of one setting."""
+            n: int | None = None, start: int = 0, indices=None, **options) -> dict:
+        """Attack the first n evaluation images (all by default) or those at `indices`; judged by the
+        DkNN on the attacked layers unless `judges` is given. `start` numbers independent random
+        starts of one setting."""
         make, grid = self.factory(attack, layers, metric, eps, options)
         hyper = self.hyper(attack, layers, metric, grid, options)
         seed = run_seed(self.cfg["seed"], self.method, attack, list(layers), metric, eps,
                         sorted(options.items()), start)
         judges = judges or {layer_set_name(layers): self.dknn(layers, metric)}
-        images, labels = self.evaluation_set(n)
-        result = run_attack(make(seed, **hyper), self.model, images, labels, judges, self.cfg["batch_size"], device())
+        images, labels = self.evaluation_set(n, indices)
+        clean = self.clean(judges, images, labels, len(labels) if indices is None else tuple(np.asarray(indices).tolist()))
+        result = run_attack(make(seed, **hyper), self.model, images, labels, judges, self.cfg["batch_size"], device(),
+                            clean)
         return {**result, "hyper": hyper, "seed": seed}
+
+    def clean(self, judges: dict[str, DeepKNN], images, labels, selection) -> dict:
+        """The judges' clean scores of these images, computed once per judge and image selection."""
+        missing = {name: d for name, d in judges.items() if (name, id(d), selection) not in self._clean}
+        if missing:
+            scores = clean_scores(self.model, images, labels, missing, self.cfg["batch_size"], device())
+            self._clean.update({(name, id(d), selection): scores[name] for name, d in missing.items()})
+        return {name: self._clean[(name, id(d), selection)] for name, d in judges.items()}
+
+    def worst_case(self, layers, metric: str, eps: int, robust: np.ndarray, attacks=CASCADE) -> dict:
+        """AutoAttack's cascade: each attack in turn on the images (of the first len(robust)) that
+        every earlier attack failed on; returns the per-image worst case and, per attack, the images
+        it ran on, the ones it fooled and its seconds per image."""
+        robust, costs = np.asarray(robust, dtype=bool).copy(), {}
+        for attack in attacks:
+            todo = np.flatnonzero(robust)
+            if len(todo) == 0:
+                costs[attack] = {"images": 0, "fooled": 0, "seconds_per_image": 0.0}
+                continue
+            run = self.run(attack, layers, metric, eps, indices=todo)
+            still = run["outcomes"][layer_set_name(layers)]["adversarial"]
+            robust[todo] = still
+            costs[attack] = {"images": int(len(todo)), "fooled": int((~still).sum()),
+                             "seconds_per_image": run["seconds_per_image"]}
+        return {"robust": robust, "attacks": costs}
 
 
 def cell(result: dict, judge: str) -> dict:
     """The numbers a table cell needs from one `run` result: accuracy with n and 95% interval."""
     outcomes = result["outcomes"][judge]
     clean, adv = outcomes["clean"], outcomes["adversarial"]
-    return {**proportion(adv), "clean": proportion(clean),
-            "success_rate": float((~adv[clean]).mean()) if clean.any() else 0.0,
-            "seconds_per_image": result["seconds_per_image"], "hyper": result["hyper"]}
+    summary = {**proportion(adv), "clean": proportion(clean),
+               "success_rate": float((~adv[clean]).mean()) if clean.any() else 0.0,
+               "seconds_per_image": result["seconds_per_image"], "hyper": result["hyper"]}
+    if "credibility" in outcomes:
+        summary["credibility"] = credibility_detection(outcomes)
+    return summary
+
+
+def credibility_detection(outcomes: dict) -> dict:
+    """The calibrated DkNN's credibility as a detector of successful adversarial examples: AUROC of
+    the credibility of clean inputs it classifies correctly against that of the adversarial
+    examples that fool it (1: perfectly detected, 0.5: invisible)."""
+    cred, clean, adv = outcomes["credibility"], outcomes["clean"], outcomes["adversarial"]
+    fooled = clean & ~adv
+    return {**auroc(cred["clean"][clean], cred["adversarial"][fooled]),
+            "mean_clean": float(cred["clean"][clean].mean()) if clean.any() else None,
+            "mean_adversarial": float(cred["adversarial"][fooled].mean()) if fooled.any() else None}
 
 
 def outcome(result: dict, judge: str) -> str:

@@ -59,6 +59,22 @@ def _class_mask(ref_labels: torch.Tensor, y: torch.Tensor, target: torch.Tensor 
 
 
 @in_fp32
+def ask_logits(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_classes: int,
+               target: torch.Tensor | None = None) -> torch.Tensor:
+    """Attack-form soft-kNN class log-likelihoods (B, C), up to a per-example constant: z_c = mean
+    similarity to class c's references (log S_c, Section 3); -inf for a class without references
+    and, in the targeted variant, for every class but y and the target."""
+    one_hot = F.one_hot(ref_labels, num_classes).to(sim.dtype)      # (B, R, C)
+    counts = one_hot.sum(1)
+    logits = torch.einsum("br,brc->bc", sim, one_hot) / counts.clamp_min(1)
+    absent = counts == 0
+    if target is not None:
+        present = F.one_hot(y, num_classes).bool() | F.one_hot(target, num_classes).bool()
+        absent = absent | ~present
+    return logits.masked_fill(absent, float("-inf"))
+
+
+@in_fp32
 def ask_loss(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_classes: int,
              form: str = "attack", target: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example ASK loss -log(S_y / sum_c S_c) from similarities (B, R) to labelled references.
@@ -67,17 +83,10 @@ def ask_loss(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_c
     z_c = mean similarity to class c's references. form="defense": S_c = sum_k exp(A) (Section 4).
     `target` (B,) restricts the out-of-class sum to one class (the targeted attack).
     """
-    keep = _class_mask(ref_labels, y, target)
     if form == "attack":
-        one_hot = F.one_hot(ref_labels, num_classes).to(sim.dtype)      # (B, R, C)
-        counts = one_hot.sum(1)
-        logits = torch.einsum("br,brc->bc", sim, one_hot) / counts.clamp_min(1)
-        absent = counts == 0
-        if target is not None:
-            present = F.one_hot(y, num_classes).bool() | F.one_hot(target, num_classes).bool()
-            absent = absent | ~present
-        logits = logits.masked_fill(absent, float("-inf"))
+        logits = ask_logits(sim, ref_labels, y, num_classes, target)
         return torch.logsumexp(logits, 1) - logits.gather(1, y[:, None]).squeeze(1)
+    keep = _class_mask(ref_labels, y, target)
     if form == "defense":
         all_refs = sim if keep is None else sim.masked_fill(~keep, float("-inf"))
         same = sim.masked_fill(ref_labels != y[:, None], float("-inf"))

@@ -280,6 +280,20 @@ class AdvKnn(Section):
     lam_multi: number(0, 1e6) = doc("CE weight of the block used against several layers")
 
 
+class AskAPGD(Section):
+    """ASK-APGD (ours): the non-saturating ASK margin with APGD's schedule and restarts."""
+    steps: integer(1, 10**6) = doc("forward-backward passes per run (APGD iterations)")
+    restarts: integer(1, 10**3) = doc("runs per image; an image the DkNN already misclassifies stops")
+    restart: one_of("best", "random") = doc(
+        "best: a run starts from the best point so far, with X+ and X- found again there; random: a fresh "
+        "random start with the clean input's references (Croce & Hein)")
+
+
+class SW20(Section):
+    """SW20 (Sitawarin & Wagner 2020), fixed-budget l_inf form."""
+    margin: number(0, 1e6) = doc("hinge margin, in units of eta_l^2 (DkNN-Atk's per-layer threshold, squared)")
+
+
 class Attacks(Section):
     """Settings shared by every attack evaluation; the budget is the top-level eps."""
     batch_size: integer(1, 10**5) = doc("attack batch size")
@@ -293,6 +307,10 @@ class Attacks(Section):
     ask: Ask = doc("ASK-Atk")
     dknn_atk: DkNNAtk = doc("DkNN-Atk")
     advknn: AdvKnn = doc("AdvKnn")
+    ask_apgd: AskAPGD = doc("ASK-APGD")
+    sw20: SW20 = doc("SW20")
+    worst_case_size: Count = doc("the first N evaluation images attacked by ASK-APGD and SW20, on which the "
+                                 "worst case over every attack is reported (Tables 1 and 3)")
 
 
 class Experiments(Section):
@@ -391,9 +409,11 @@ def cross_field_problems(p: Preset) -> list[str]:
     if p.attacks.tuning_size > d.val_size:
         out.append(f"attacks.tuning_size = {p.attacks.tuning_size} is larger than data.val_size = {d.val_size}; "
                    f"tuning images come from the held-out split, so lower it or raise data.val_size")
-    if p.experiments.subset_size > d.eval_size:
-        out.append(f"experiments.subset_size = {p.experiments.subset_size} is larger than data.eval_size = "
-                   f"{d.eval_size}; the subset is the first images of the evaluation set")
+    for key, n in (("experiments.subset_size", p.experiments.subset_size),
+                   ("attacks.worst_case_size", p.attacks.worst_case_size)):
+        if n > d.eval_size:
+            out.append(f"{key} = {n} is larger than data.eval_size = {d.eval_size}; these are the first images "
+                       f"of the evaluation set, so lower it or raise data.eval_size")
     return out
 
 

@@ -7,6 +7,8 @@
   directional claim ("A is lower than B").
 - `equivalence_verdict`: a paired bootstrap interval of the difference against a margin, for
   claims of the form "A is within m points of B".
+- `auroc`: the area under the ROC curve of a score separating two groups, from the Mann-Whitney U
+  statistic (ties count one half), with its one-sided p-value.
 
 Each verdict is a test at level `ALPHA` on its own; the reports say so (no correction for the
 number of verdicts).
@@ -74,6 +76,17 @@ def equivalence_verdict(a, b, margin: float, seed: int = 0) -> dict:
         word = f"not resolved at n = {len(a)}"
     return {"n": int(len(a)), "difference": float(a.mean() - b.mean()), "ci95": [low, high], "margin": margin,
             "verdict": word}
+
+
+def auroc(high, low) -> dict:
+    """P(a score of `high` > a score of `low`) + P(tie) / 2, and the Mann-Whitney test that the
+    `high` group scores higher; None when a group is empty."""
+    high, low = np.asarray(high, dtype=float), np.asarray(low, dtype=float)
+    if not len(high) or not len(low):
+        return {"auroc": None, "n_high": int(len(high)), "n_low": int(len(low)), "p_value": None}
+    test = stats.mannwhitneyu(high, low, alternative="greater")
+    return {"auroc": float(test.statistic / (len(high) * len(low))), "n_high": int(len(high)),
+            "n_low": int(len(low)), "p_value": float(test.pvalue)}
 
 
 def pack(outcomes) -> str:

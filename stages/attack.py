@@ -1,8 +1,9 @@
 """Stage attack@<attack>-<metric>: DkNN accuracy of the AT model under one attack at every DkNN
-layer set (Tables 1, 2), on every evaluation image. ASK-Atk also runs `attacks.random_starts` - 1
-further independent random starts on the first `experiments.subset_size` images: the cell is
-the first start (the paper runs one); the spread over starts and the per-image worst case, on
-those first images, are reported beside it."""
+layer set (Tables 1, 2): the paper's attacks on every evaluation image, ASK-APGD and SW20 on the
+first `attacks.worst_case_size` (the images of the worst case over all attacks). ASK-Atk also runs
+`attacks.random_starts` - 1 further independent random starts on the first
+`experiments.subset_size` images: the cell is the first start (the paper runs one); the spread over
+starts and the per-image worst case, on those first images, are reported beside it."""
 from askknn.experiments import ATTACKS, AttackSuite, cell, layer_sets, outcome
 from askknn.params import METRICS as METRIC_NAMES, load_params
 from askknn.runtime import layer_set_name, stage_arguments, write_evaluation
@@ -16,9 +17,10 @@ def main() -> None:
     suite.use_tuning()
     starts, n = (params["attacks"]["random_starts"] if attack == "ask" else 1), params["experiments"]["subset_size"]
     cells, outcomes = {}, {}
+    subset = {a: params["attacks"]["worst_case_size"] for a in ("ask_apgd", "sw20")}
     for layers in layer_sets(params):
         name = layer_set_name(layers)
-        first = suite.run(attack, layers, metric, params["eps"])
+        first = suite.run(attack, layers, metric, params["eps"], n=subset.get(attack))
         cells[name], outcomes[name] = cell(first, name), {"start_0": outcome(first, name)}
         if starts > 1:
             runs = [first["outcomes"][name]["adversarial"][:n]]

@@ -2,6 +2,9 @@
 
 - DkNN accuracy under ASK-Atk (cosine) at every layer set on every evaluation image (Table 3;
   the AT model's cells are Table 1's, stage attack@ask-cosine, and are not computed twice);
+- under ASK-APGD, and the worst case over every attack, on the first `attacks.worst_case_size`
+  images (the AT model's: Table 1's): ASK-APGD on every image, then DkNN-Atk, SW20 and AdvKnn
+  each on the images that every earlier attack failed on (AutoAttack's cascade);
 - against the budget (Figure 1) and against K (Figure 5), on the first `experiments.subset_size`
   evaluation images;
 - the DNN's accuracy under PGD on every evaluation image (Table 5), step = step_fraction x eps.
@@ -13,7 +16,7 @@ from askknn.evaluation import batches
 from askknn.experiments import AttackSuite, cell, layer_sets, outcome, run_seed
 from askknn.params import METHODS, load_params
 from askknn.runtime import device, layer_set_name, stage_arguments, write_evaluation
-from askknn.stats import pack, proportion
+from askknn.stats import pack, proportion, unpack
 
 
 def pgd_outcomes(suite: AttackSuite, eps: int) -> torch.Tensor:
@@ -29,6 +32,18 @@ def pgd_outcomes(suite: AttackSuite, eps: int) -> torch.Tensor:
     return torch.cat(correct).numpy()
 
 
+def worst_cases(suite: AttackSuite, outcomes: dict, eps: int, n: int) -> tuple[dict, dict]:
+    """Per layer set, the worst case over every attack on the first n images (see the docstring)."""
+    summary, packed = {}, {}
+    for ls in layer_sets(suite.params):
+        name = layer_set_name(ls)
+        robust = unpack(outcomes["ask"][name])[:n] & unpack(outcomes["ask_apgd"][name])
+        result = suite.worst_case(ls, "cosine", eps, robust)
+        summary[name] = {**proportion(result["robust"]), "cascade": result["attacks"]}
+        packed[name] = pack(result["robust"])
+    return summary, packed
+
+
 def main() -> None:
     method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
@@ -36,6 +51,7 @@ def main() -> None:
     suite = AttackSuite(params, method)
     suite.use_tuning()
     layers, name = exp["sweep_layers"], layer_set_name(exp["sweep_layers"])
+    n = params["attacks"]["worst_case_size"]
     runs = {"eps_curve": {str(e): suite.run("ask", layers, "cosine", e, n=exp["subset_size"])
                           for e in exp["eps_sweep"]},
             "k_curve": {str(k): suite.run("ask", layers, "cosine", eps, n=exp["subset_size"], k_pos=k, k_neg=k,
@@ -43,10 +59,14 @@ def main() -> None:
                         for k in exp["k_values"]}}
     if method != "at":
         runs["ask"] = {layer_set_name(ls): suite.run("ask", ls, "cosine", eps) for ls in layer_sets(params)}
-    summary = {part: {key: cell(r, name if part != "ask" else key) for key, r in group.items()}
+        runs["ask_apgd"] = {layer_set_name(ls): suite.run("ask_apgd", ls, "cosine", eps, n=n)
+                            for ls in layer_sets(params)}
+    summary = {part: {key: cell(r, key if part in ("ask", "ask_apgd") else name) for key, r in group.items()}
                for part, group in runs.items()}
-    outcomes = {part: {key: outcome(r, name if part != "ask" else key) for key, r in group.items()}
+    outcomes = {part: {key: outcome(r, key if part in ("ask", "ask_apgd") else name) for key, r in group.items()}
                 for part, group in runs.items()}
+    if method != "at":
+        summary["worst_case"], outcomes["worst_case"] = worst_cases(suite, outcomes, eps, n)
     pgd = {str(e): pgd_outcomes(suite, e) for e in exp["pgd_eps"]}
     summary["pgd"] = {e: proportion(ok) for e, ok in pgd.items()}
     outcomes["pgd"] = {e: pack(ok) for e, ok in pgd.items()}

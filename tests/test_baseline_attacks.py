@@ -1,4 +1,5 @@
-"""The two baseline attacks of the ASK paper's comparison (App. C): DkNN-Atk and AdvKnn."""
+"""The two baseline attacks of the ASK paper's comparison (App. C), DkNN-Atk and AdvKnn, and SW20
+(shared tests only; its own are in test_sw20.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,8 @@ import torch
 from askknn.attacks.advknn import (AdvKnnAttack, knn_agreement, knn_histograms, load_blocks, save_blocks,
                                    train_knn_block, without_self)
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
+from askknn.attacks.ask_apgd import ASKAPGDAttack
+from askknn.attacks.sw20 import SW20Attack
 from askknn.bank import FeatureBank, extract_features
 from askknn.dknn import accuracy
 from askknn.params import ParamError
@@ -32,12 +35,16 @@ def block(digits_bank):
     return train_knn_block(digits_bank, LAYERS, k=5, metric="cosine", epochs=30)[0]
 
 
-@pytest.fixture(params=["dknn_sign", "dknn_adam", "advknn"])
+@pytest.fixture(params=["dknn_sign", "dknn_adam", "advknn", "sw20", "ask_apgd"])
 def make_attack(request, digits_bank, thresholds, block):
     """Builds the attack named by the parameter on conv4 (30 guides: the digits bank holds 60 per class)."""
     def make(eps: float = EPS):
         if request.param == "advknn":
             return AdvKnnAttack(block, digits_bank, ["conv4"], eps)
+        if request.param == "sw20":
+            return SW20Attack(digits_bank, ["conv4"], eps, thresholds, guides=5, k=5)
+        if request.param == "ask_apgd":
+            return ASKAPGDAttack(digits_bank, ["conv3", "conv4"], eps, k=5, steps=4, restarts=2)
         optimizer = request.param.split("_")[1]
         return DkNNAttack(digits_bank, ["conv4"], eps, thresholds, guides=30, optimizer=optimizer, adam_lr=0.5)
     return make

@@ -106,3 +106,25 @@ def test_exact_vote_ties_across_layers_go_to_the_smallest_class(random_bank):
                                               "conv4": np.array([[0, 0, 0, 1, 1]])}
     np.testing.assert_array_equal(dknn.vote_counts(None), [[3, 3, 2, 1, 1]])
     np.testing.assert_array_equal(dknn.predict(None), [0])
+
+
+def test_calibrated_p_values_and_credibility_follow_papernot_and_mcdaniel():
+    # one layer, K = 3, two classes on a line: class 0 at 0..2, class 1 at 10..12
+    bank = FeatureBank({"conv4": np.array([[0.0], [1], [2], [10], [11], [12]], dtype=np.float32)},
+                       np.array([0, 0, 0, 1, 1, 1]))
+    dknn = DeepKNN(bank, ["conv4"], 3, "l2")
+    # calibration inputs and their nonconformity alpha = neighbours not of the true label
+    calib = np.array([[1.0], [11], [4.5], [6.8]], dtype=np.float32)
+    dknn.calibrate({"conv4": calib}, np.array([0, 1, 0, 0]))
+    # neighbours: 1 -> 0,0,0 (alpha 0); 11 -> 1,1,1 (0); 4.5 -> 2,1,0: 0,0,0 (0); 6.8 -> 10,11,2: 1,1,0 (2)
+    assert dknn.calibration.tolist() == [0, 0, 0, 2]
+    counts = np.array([[3, 0], [1, 2]])   # alpha for class 0 / 1: [0, 3] and [2, 1]
+    assert dknn.p_values(counts).tolist() == [[1.0, 0.0], [0.25, 0.25]]
+    assert dknn.credibility(counts).tolist() == [1.0, 0.25]
+    assert dknn.predict_calibrated({"conv4": np.array([[0.5], [11.5]], dtype=np.float32)}).tolist() == [0, 1]
+
+
+def test_an_uncalibrated_dknn_has_no_p_values(random_bank):
+    bank, _ = random_bank
+    with pytest.raises(ParamError, match="not calibrated"):
+        DeepKNN(bank, ["conv4"], 3, "cosine").p_values(np.zeros((1, 5)))

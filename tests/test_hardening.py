@@ -293,7 +293,7 @@ def test_the_prepare_stage_records_the_source_hash(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("preset: fashion_mnist\neps: 8\n")
     edit = yaml.safe_load((tmp_path / "presets" / "fashion_mnist.yaml").read_text())
     edit["data"].update(source=str(folder), train_size=None, val_size=10, bank_size=10, eval_size=10)
-    edit["attacks"]["tuning_size"], edit["experiments"]["subset_size"] = 10, 10
+    edit["attacks"]["tuning_size"], edit["experiments"]["subset_size"], edit["attacks"]["worst_case_size"] = 10, 10, 10
     edit["dknn"]["k"] = edit["attacks"]["ask"]["k_pos"] = edit["attacks"]["ask"]["k_neg"] = 1
     for key in ("k_values", "k_pos_values", "k_neg_values"):
         edit["experiments"][key] = [1]

@@ -12,14 +12,15 @@ from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import dknn_thresholds
 from askknn.attacks.pgd import PGD
 from askknn.experiments import AttackSuite, run_seed
-from askknn.stats import claim_verdict, equivalence_verdict, pack, paired_test, proportion, unpack
+from askknn.stats import auroc, claim_verdict, equivalence_verdict, pack, paired_test, proportion, unpack
 
 LAYERS = ["conv3", "conv4"]
 CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "random_starts": 2, "seed": 0,
        "ask": {"k_pos": 5, "k_neg": 5, "tau_grid": {"cosine": [0.01, 0.1], "l2": [0.3]}, "omega_grid": [0.5]},
        "dknn_atk": {"guides": "k", "steepness_grid": {"cosine": [4.0], "l2": [1.0]}, "optimizer": "sign",
                     "adam_lr": 0.01, "adam_steps": 10},
-       "advknn": {"lam_single": 20.0, "lam_multi": 0.3}}
+       "advknn": {"lam_single": 20.0, "lam_multi": 0.3}, "sw20": {"margin": 0.0},
+       "ask_apgd": {"steps": 4, "restarts": 2, "restart": "best"}}
 
 
 class HeldOutOnly:
@@ -39,9 +40,11 @@ def make_suite(digits, model, bank, k: int = 5) -> AttackSuite:
     suite = object.__new__(AttackSuite)   # without files: the pieces a run needs
     suite.params, suite.method, suite.cfg, suite.k = {}, "at", CFG, k
     suite.model, suite.bank, suite.data, suite.tuned = model, bank, HeldOutOnly(digits), {}
+    suite._dknns, suite._clean = {}, {}
     held_out = torch.from_numpy(digits.x_test[100:])
     with torch.no_grad():
         suite.held_out = {layer: f.numpy() for layer, f in model.features(held_out.float() / 255, LAYERS).items()}
+    suite.held_out_labels = digits.y_test[100:]
     return suite
 
 
@@ -172,3 +175,46 @@ def test_equivalence_within_a_margin():
 def test_outcomes_round_trip_as_text():
     ok = np.array([True, False, True, True])
     assert pack(ok) == "1011" and np.array_equal(unpack(pack(ok)), ok)
+
+
+class EvaluationToo(HeldOutOnly):
+    """Prepared data with an evaluation split: the first 100 test digits."""
+
+    def split(self, name: str):
+        if name == "eval":
+            return torch.from_numpy(self.digits.x_test[:100]), torch.from_numpy(self.digits.y_test[:100])
+        return super().split(name)
+
+
+def test_the_worst_case_cascade_attacks_only_images_every_earlier_attack_failed_on(digits, digits_model,
+                                                                                   digits_bank):
+    suite = make_suite(digits, digits_model, digits_bank)
+    suite.data = EvaluationToo(digits)
+    suite.tuned[("dknn_atk", ("conv4",), "cosine")] = {"steepness": 4.0}
+    robust = np.arange(60) % 3 != 0          # pretend earlier attacks fooled every third image
+    result = suite.worst_case(["conv4"], "cosine", 26, robust, attacks=("dknn_atk", "sw20"))
+    first, second = result["attacks"]["dknn_atk"], result["attacks"]["sw20"]
+    assert first["images"] == robust.sum() and second["images"] == robust.sum() - first["fooled"]
+    assert not (result["robust"] & ~robust).any(), "a fooled image never becomes robust again"
+    assert result["robust"].sum() == robust.sum() - first["fooled"] - second["fooled"]
+
+
+def test_clean_scores_are_computed_once_per_judge_and_selection(digits, digits_model, digits_bank, monkeypatch):
+    import askknn.experiments as experiments
+    suite = make_suite(digits, digits_model, digits_bank)
+    suite.data = EvaluationToo(digits)
+    suite.tuned[("ask", ("conv4",), "cosine")] = {"tau": 0.1}
+    calls, scores = [], experiments.clean_scores
+    monkeypatch.setattr(experiments, "clean_scores", lambda *a, **k: calls.append(1) or scores(*a, **k))
+    first = suite.run("ask", ["conv4"], "cosine", 26, n=50)
+    second = suite.run("ask", ["conv4"], "cosine", 26, n=50, start=1)
+    suite.run("ask", ["conv4"], "cosine", 26, n=40)
+    assert len(calls) == 2
+    assert (first["outcomes"]["conv4"]["clean"] == second["outcomes"]["conv4"]["clean"]).all()
+
+
+def test_credibility_auroc_is_the_mann_whitney_area():
+    result = auroc([0.9, 0.8, 0.5], [0.1, 0.85, 0.5])
+    # pairs won: 0.9 beats all 3, 0.8 beats 0.1 and 0.5, 0.5 beats 0.1 and ties 0.5 (one half): 6.5 of 9
+    assert result["auroc"] == pytest.approx(6.5 / 9)
+    assert auroc([1.0], [])["auroc"] is None

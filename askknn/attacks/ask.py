@@ -116,12 +116,17 @@ class ASKAttack(Attack):
                 target = self.choose_target(y, mean_dist)
         return refs, target
 
+    def similarities(self, model, x_adv, refs: dict):
+        """Per attacked layer: omega_l, the similarities A(x', r) / tau_l (B, R) and the references' labels."""
+        feats = model.features(x_adv, self.layers)
+        for layer, (vectors, labels, sq_norms) in refs.items():
+            yield (self.omega[layer], similarity(feats[layer], vectors, self.metric, self.tau[layer], True, sq_norms),
+                   labels)
+
     def loss(self, model, x_adv, y, context) -> torch.Tensor:
         refs, target = context
-        feats = model.features(x_adv, self.layers)
-        return sum(self.omega[layer] * ask_loss(
-            similarity(feats[layer], vectors, self.metric, self.tau[layer], True, sq_norms),
-            labels, y, self.bank.num_classes, "attack", target) for layer, (vectors, labels, sq_norms) in refs.items())
+        return sum(omega * ask_loss(sim, labels, y, self.bank.num_classes, "attack", target)
+                   for omega, sim, labels in self.similarities(model, x_adv, refs))
 
 
 class SharedReferenceASK(Attack):

@@ -39,6 +39,19 @@ def dknn_thresholds(bank: FeatureBank, held_out: dict[str, np.ndarray], layers, 
             for layer in layers}
 
 
+def target_guides(bank: FeatureBank, layer: str, metric: str, features: np.ndarray, y: np.ndarray,
+                  m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The target class (B,) and its guides' bank indices (B, m) for clean features (B, D) at `layer`:
+    the target is the wrong class whose m nearest bank points are closest on average (plain
+    distances); the guides are those m points, nearest first. Shared by DkNN-Atk and SW20."""
+    dist, idx = bank.search_per_class(layer, metric, features, m)
+    mean_dist = np.sqrt(np.maximum(dist, 0)).mean(-1)
+    rows = np.arange(len(y))
+    mean_dist[rows, y] = np.inf
+    target = mean_dist.argmin(1)
+    return target, idx[rows, target]
+
+
 def in_geometry(features: torch.Tensor, metric: str) -> torch.Tensor:
     return F.normalize(features, dim=1) if metric == "cosine" else features
 
@@ -71,18 +84,11 @@ class DkNNAttack(Attack):
         self.bank, self.layers, self.metric = bank, list(layers), metric
         self.guides, self.steepness, self.optimizer, self.adam_lr = guides, steepness, optimizer, adam_lr
 
-    def guide_indices(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Bank indices (B, m) of the m nearest points of the target class: the wrong class whose m
-        nearest points are closest on average (plain distances)."""
-        dist, idx = self.bank.search_per_class(self.layers[0], self.metric, features, self.guides)
-        mean_dist = np.sqrt(np.maximum(dist, 0)).mean(-1)
-        mean_dist[np.arange(len(y)), y] = np.inf
-        return idx[np.arange(len(y)), mean_dist.argmin(1)]
-
     @torch.no_grad()
     def prepare(self, model, x, y):
         first = self.layers[0]
-        idx = self.guide_indices(model.features(x, [first])[first].cpu().numpy(), y.cpu().numpy())
+        _, idx = target_guides(self.bank, first, self.metric, model.features(x, [first])[first].cpu().numpy(),
+                               y.cpu().numpy(), self.guides)
         guides = {}
         for layer in self.layers:
             vectors = torch.from_numpy(self.bank.vectors(layer, self.metric)[idx]).to(x.device)
