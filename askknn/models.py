@@ -6,6 +6,7 @@ attacks on conv3/conv4 never pay for the rest of the network.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -25,9 +26,22 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int = 10, in_channels: int = 3) -> "BlockNet":
+def scalable_models() -> list[str]:
+    """The models whose channel counts `width` scales."""
+    return [m for m in list_models() if "width" in inspect.signature(_REGISTRY[m]).parameters]
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> "BlockNet":
+    """The registered model `name`; `width` scales every channel count (1: the published network)."""
     if name not in _REGISTRY:
         raise ParamError(f"model.name = {name!r} is unknown; choose one of: {', '.join(list_models())}")
+    if not width > 0:
+        raise ParamError(f"model.width = {width} must be positive")
+    if name in scalable_models():
+        return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, width=width)
+    if width != 1:
+        raise ParamError(f"model {name!r} has no width option; set model.width: 1 or use one of: "
+                         f"{', '.join(scalable_models())}")
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels)
 
 
@@ -97,16 +111,20 @@ def small_cnn(num_classes: int = 10, in_channels: int = 1) -> BlockNet:
 
 
 @register_model
-def vgg16_bn(num_classes: int = 10, in_channels: int = 3) -> BlockNet:
-    """CIFAR-style VGG16-BN as in the ASK paper: conv3 = 256x4x4, conv4 = 512x2x2 at 32x32 input."""
-    cfg = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
+def vgg16_bn(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> BlockNet:
+    """CIFAR-style VGG16-BN as in the ASK paper: conv3 = 256x4x4, conv4 = 512x2x2 at 32x32 input.
+    `width` scales every channel count and the head (0.25: 16-32-64-128-128 channels); the layer
+    structure and the conv1..conv5 taps stay the paper's."""
+    cfg = [[round(c * width) for c in block]
+           for block in [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]]
     blocks, cin = [], in_channels
     for widths in cfg:
         blocks.append(vgg_block(widths, cin))
         cin = widths[-1]
+    hidden = round(512 * width)
     head = nn.Sequential(
-        nn.Flatten(), nn.Dropout(), nn.Linear(512, 512), nn.ReLU(inplace=True),
-        nn.Dropout(), nn.Linear(512, 512), nn.ReLU(inplace=True), nn.Linear(512, num_classes))
+        nn.Flatten(), nn.Dropout(), nn.Linear(cin, hidden), nn.ReLU(inplace=True),
+        nn.Dropout(), nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
     return BlockNet(blocks, head)
 
 

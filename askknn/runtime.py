@@ -55,7 +55,8 @@ def bank_path(method: str) -> Path:
 
 
 def new_model(params: dict, data: PreparedData):
-    return create_model(params["model"]["name"], num_classes=data.num_classes, in_channels=data.channels)
+    return create_model(params["model"]["name"], num_classes=data.num_classes, in_channels=data.channels,
+                        width=params["model"]["width"])
 
 
 def load_trained(method: str, params: dict, data: PreparedData):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from askknn.data import DATASETS
-from askknn.models import list_models
+from askknn.models import list_models, scalable_models
 from askknn.params import LAYERS, METRICS, ParamError
 
 KEY = "\x00key\x00"   # replaced by the dotted path of the failing key when an error is reported
@@ -169,6 +169,8 @@ class Data(Section):
 
 class Model(Section):
     name: one_of(*list_models()) = doc("the network (askknn.models registry); its blocks are conv1..conv5")
+    width: number(0, 16, low_open=True) = doc("scales every channel count (1: the published network; "
+                                              "models with a width option only, e.g. vgg16_bn)")
 
 
 class Train(Section):
@@ -406,6 +408,9 @@ def cross_field_problems(p: Preset) -> list[str]:
         if bad:
             out.append(f"{name} lists {bad[0]!r}, a layer the bank does not store; dknn.layers is: "
                        f"{', '.join(stored)}")
+    if p.model.width != 1 and p.model.name not in scalable_models():
+        out.append(f"model.width = {p.model.width} but model {p.model.name!r} has no width option; set model.width: "
+                   f"1 or use one of: {', '.join(scalable_models())}")
     if p.attacks.tuning_size > d.val_size:
         out.append(f"attacks.tuning_size = {p.attacks.tuning_size} is larger than data.val_size = {d.val_size}; "
                    f"tuning images come from the held-out split, so lower it or raise data.val_size")

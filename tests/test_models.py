@@ -45,3 +45,21 @@ def test_unknown_model_and_layer_are_rejected_with_the_choices():
         create_model("vgg19")
     with pytest.raises(ParamError, match="conv6.*conv1"):
         create_model("small_cnn", in_channels=1).features(torch.rand(1, 1, 28, 28), ["conv6"])
+
+
+def test_width_scales_vgg16_bn_and_keeps_its_taps():
+    model = create_model("vgg16_bn", width=0.25).eval()
+    convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
+    feats = model.features(torch.rand(2, 3, 32, 32), ["conv3", "conv4"])
+    assert {k: v.shape[1] for k, v in feats.items()} == {"conv3": 64 * 4 * 4, "conv4": 128 * 2 * 2}
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    full = sum(p.numel() for p in create_model("vgg16_bn").parameters())
+    assert sum(p.numel() for p in model.parameters()) < full / 10
+
+
+def test_width_on_a_model_without_it_names_the_models_that_have_it():
+    with pytest.raises(ParamError, match="model 'small_cnn' has no width option.*vgg16_bn"):
+        create_model("small_cnn", in_channels=1, width=0.5)
+    with pytest.raises(ParamError, match="model.width = 0 must be positive"):
+        create_model("vgg16_bn", width=0)

@@ -53,6 +53,11 @@ def test_every_shipped_preset_is_valid(project):
     ({}, {"experiments": {"eps_sweep": [0, 300]}}, "experiments.eps_sweep = 300"),
     ({}, {"experiments": {"sweep_layers": ["conv5"]}}, "experiments.sweep_layers lists 'conv5'"),
     ({}, {"experiments": {"tau_values": [0.1, -1]}}, "experiments.tau_values has -1"),
+    ({}, {"model": {"width": 0.5}}, "model.width = 0.5 but model 'small_cnn' has no width option"),
+    ({}, {"model": {"width": 0}}, "model.width = 0 must be"),
+    ({}, {"attacks": {"worst_case_size": 5000}}, "attacks.worst_case_size = 5000 is larger than data.eval_size"),
+    ({}, {"attacks": {"ask_apgd": {"steps": 10, "restarts": 4, "restart": "always"}}},
+     "attacks.ask_apgd.restart = 'always' is not allowed"),
 ])
 def test_bad_parameters_fail_before_any_work(project, top, sections, message):
     edit(project, top, **sections)
