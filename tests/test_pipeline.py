@@ -72,6 +72,12 @@ def test_repro_then_eps_experiment(tmp_path):
     assert "not resolved at n = " in results or "**holds**" in results   # paired verdicts
     table1 = next(part for part in re.split(r"(?m)^## ", results) if part.startswith("Table 1"))
     assert re.search(r"\| conv4 +\| \d+\.\d \[\d+\.\d, \d+\.\d\]", table1), "Table 1 without intervals"
+    assert "worst case, all 5 attacks" in table1 and "ASK-APGD lower than ASK-Atk" in table1
+    assert "## Calibrated DkNN" in results and "## Table 3 under stronger attacks" in results
+    cell = json.loads((repo / "metrics" / "attack" / "ask_apgd_cosine.json").read_text())["layer_sets"]["conv4"]
+    assert cell["n"] == 40 and 0 <= cell["credibility"]["auroc"] <= 1
+    worst = json.loads((repo / "metrics" / "defense" / "askdef.json").read_text())["worst_case"]["conv4"]
+    assert worst["n"] == 40 and set(worst["cascade"]) == {"dknn_atk", "sw20", "advknn"}
     for figure in ("training_curves", "figure1_left_attacks", "figure4", "defense_curves"):
         assert (repo / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
     run(["git", "add", "-A"], repo)
