@@ -239,7 +239,7 @@ def test_a_checkpoint_that_loads_halfway_leaves_the_fresh_model_untouched(tmp_pa
 
 def test_an_unreadable_model_file_names_the_file_and_the_stage_that_rebuilds_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data, params = types.SimpleNamespace(num_classes=10, channels=1), {"model": {"name": "small_cnn"}}
+    data, params = types.SimpleNamespace(num_classes=10, channels=1), {"model": {"name": "small_cnn", "width": 1.0}}
     model = create_model("small_cnn", in_channels=1)
     save_weights(model_path("at"), model.state_dict(), {"model": "small_cnn"})
     assert load_trained("at", params, data) is not None
