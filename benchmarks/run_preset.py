@@ -1,0 +1,120 @@
+"""Run a whole preset and keep its results beside the default preset's, without changing what
+`dvc.lock` and `dvc status` describe (not a stage: it drives `dvc repro`).
+
+    python benchmarks/run_preset.py cifar10_cpu -S eps=8
+
+1. params.yaml is switched to the preset and the -S settings (top-level keys of params.yaml);
+2. `dvc repro` runs, timed stage by stage (benchmarks/time_repro.py);
+3. its results are gathered: metrics/ into metrics/<preset>/; reports/results.md, figures/, plots/,
+   the per-image outcomes, the training curves and stage_times.md into reports/<preset>/;
+4. the default preset comes back: params.yaml, dvc.lock and the committed outputs from git, the
+   cached ones (models, banks, prepared data) with `dvc checkout`.
+
+Interrupted, the same command continues: params.yaml stays switched, stages already done are up to
+date in dvc.lock, and training resumes from its last epoch checkpoint (stage_times.md then counts
+the stages of the interrupted run too). `--restore` gives up and brings the default back.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from time_repro import timed_repro
+
+from askknn.params import ParamError, available_presets
+
+PARAMS = Path("params.yaml")
+# What a run of the pipeline rewrites that git holds for the default preset (DVC's cached outputs
+# come back with `dvc checkout`).
+COMMITTED_OUTPUTS = ["params.yaml", "dvc.lock", "metrics", "outcomes", "plots", "reports/results.md",
+                     "reports/figures", "reports/plots"]
+# source -> destination under reports/<preset>/ (metrics/ goes to metrics/<preset>/)
+REPORT_COPIES = {"reports/results.md": "results.md", "reports/figures": "figures", "reports/plots": "plots",
+                 "outcomes": "outcomes", "plots": "training"}
+
+
+def switched(text: str, settings: dict[str, str]) -> str:
+    """params.yaml's text with top-level `key: value` lines replaced (comments kept)."""
+    for key, value in settings.items():
+        text, found = re.subn(rf"^{re.escape(key)}:.*$", f"{key}: {value}", text, flags=re.M)
+        if not found:
+            raise ParamError(f"-S {key}={value}: params.yaml has no top-level key {key!r}; "
+                             f"-S sets the switches of params.yaml (e.g. -S eps=8)")
+    return text
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+
+
+def check_clean(target: str) -> None:
+    """Refuses to start over uncommitted work in what the run overwrites, unless that work is this
+    same run's (params.yaml already switched: an interrupted run being continued)."""
+    if PARAMS.read_text() == target:
+        return
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *COMMITTED_OUTPUTS)
+    if dirty:
+        raise ParamError("uncommitted changes in what the run overwrites; commit or stash them first:\n" + dirty)
+
+
+def gather(staging: Path) -> None:
+    shutil.copytree("metrics", staging / "metrics", ignore=shutil.ignore_patterns(*available_presets()))
+    for source, name in REPORT_COPIES.items():
+        target = staging / "reports" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if Path(source).is_dir() else shutil.copy2)(source, target)
+
+
+def install(preset: str, staging: Path) -> None:
+    """Each gathered item replaces its namesake in metrics/<preset>/ and reports/<preset>/; files
+    there that a run does not gather (stage_times.md, the preset's calibration) stay."""
+    for kind in ("metrics", "reports"):
+        home = Path(kind) / preset
+        home.mkdir(parents=True, exist_ok=True)
+        for item in (staging / kind).iterdir():
+            old = home / item.name
+            if old.is_dir():
+                shutil.rmtree(old)
+            shutil.move(str(item), old)
+
+
+def restore_default() -> None:
+    git("checkout", "--", *COMMITTED_OUTPUTS)
+    subprocess.run(["dvc", "checkout"], check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", choices=available_presets())
+    parser.add_argument("-S", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a top-level setting of params.yaml for this run, e.g. -S eps=8")
+    parser.add_argument("--restore", action="store_true", help="abandon an interrupted run; bring the default back")
+    args = parser.parse_args()
+    if args.restore:
+        restore_default()
+        return 0
+    settings = {"preset": args.preset}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"-S {item}: expected KEY=VALUE, e.g. -S eps=8")
+        settings[key] = value
+    target = switched(git("show", "HEAD:params.yaml"), settings)
+    check_clean(target)
+    PARAMS.write_text(target)
+    timed_repro([], Path("reports") / args.preset / "stage_times.md", resumable=True)
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        gather(Path(tmp))
+        restore_default()
+        install(args.preset, Path(tmp))
+    print(f"results in reports/{args.preset}/ and metrics/{args.preset}/; the default preset is restored")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

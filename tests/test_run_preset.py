@@ -1,0 +1,123 @@
+"""benchmarks/run_preset.py and time_repro.py: a preset's results land in metrics/<preset>/ and
+reports/<preset>/, the default preset's committed state comes back, an interrupted run is counted
+whole. DVC is replaced by a stand-in script, so this runs in a second."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import run_preset  # noqa: E402
+import time_repro  # noqa: E402
+
+from askknn.params import ParamError  # noqa: E402
+
+FAKE_DVC = textwrap.dedent("""\
+    #!{python}
+    import os, pathlib, sys
+    if sys.argv[1] == "repro":
+        for stage in filter(None, os.environ.get("FAKE_STAGES", "").split(",")):
+            print(f"Running stage '{{stage}}':", flush=True)
+            pathlib.Path("metrics/data.json").write_text('{{"dataset": "run"}}')
+            pathlib.Path("reports/results.md").write_text("run results")
+        sys.exit(int(os.environ.get("FAKE_STATUS", "0")))
+    """)
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A git repository laid out like this project's, committed as the default preset, with the
+    stand-in `dvc` first on PATH."""
+    for key in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{key}_NAME", "test")
+        monkeypatch.setenv(f"GIT_{key}_EMAIL", "test@example.com")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(FAKE_DVC.format(python=sys.executable))
+    (bin_dir / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
+    root = tmp_path / "repo"
+    files = {"params.yaml": "# switches\npreset: fashion_mnist  # the default\neps: 32\n",
+             "dvc.lock": "default lock\n", "presets/fashion_mnist.yaml": "", "presets/cifar10_cpu.yaml": "",
+             "metrics/data.json": '{"dataset": "default"}', "metrics/attack/ask_cosine.json": "{}",
+             "outcomes/attack/ask_cosine.json": "{}", "plots/train_at.csv": "epoch\n",
+             "reports/results.md": "default results", "reports/figures/f.png": "png",
+             "reports/plots/p.csv": "x\n", "reports/cifar10_cpu/calibration.md": "calibration"}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    monkeypatch.chdir(root)
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "default"]):
+        subprocess.run(["git", *command], check=True)
+    return root
+
+
+def run(monkeypatch, *argv, stages="prepare,train@at,report", status="0"):
+    monkeypatch.setenv("FAKE_STAGES", stages)
+    monkeypatch.setenv("FAKE_STATUS", status)
+    monkeypatch.setattr(sys, "argv", ["run_preset.py", *argv])
+    return run_preset.main()
+
+
+def test_switched_replaces_top_level_keys_and_keeps_comments():
+    text = "# c\npreset: fashion_mnist\neps: 32\n"
+    assert run_preset.switched(text, {"preset": "cifar10_cpu", "eps": "8"}) == "# c\npreset: cifar10_cpu\neps: 8\n"
+    with pytest.raises(ParamError, match="no top-level key 'epz'"):
+        run_preset.switched(text, {"epz": "8"})
+
+
+def test_results_land_in_per_preset_folders_and_the_default_comes_back(repo, monkeypatch):
+    assert run(monkeypatch, "cifar10_cpu", "-S", "eps=8") == 0
+    assert json.loads((repo / "metrics/cifar10_cpu/data.json").read_text()) == {"dataset": "run"}
+    assert (repo / "metrics/cifar10_cpu/attack/ask_cosine.json").exists()
+    preset_reports = repo / "reports/cifar10_cpu"
+    assert (preset_reports / "results.md").read_text() == "run results"
+    for name in ("figures/f.png", "plots/p.csv", "outcomes/attack/ask_cosine.json", "training/train_at.csv",
+                 "calibration.md"):
+        assert (preset_reports / name).exists(), name
+    assert "| train@at |" in (preset_reports / "stage_times.md").read_text()
+    # the default preset's committed state is back, untouched
+    assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *run_preset.COMMITTED_OUTPUTS],
+                          capture_output=True, text=True, check=True).stdout == ""
+    assert json.loads((repo / "metrics/data.json").read_text()) == {"dataset": "default"}
+
+
+def test_a_second_run_replaces_the_first_without_nesting(repo, monkeypatch):
+    run(monkeypatch, "cifar10_cpu")
+    subprocess.run(["git", "add", "."], check=True)
+    subprocess.run(["git", "commit", "-qm", "first"], check=True)
+    run(monkeypatch, "cifar10_cpu")
+    assert not (repo / "metrics/cifar10_cpu/cifar10_cpu").exists()
+    assert not (repo / "reports/cifar10_cpu/figures/figures").exists()
+
+
+def test_refuses_to_overwrite_uncommitted_work(repo, monkeypatch):
+    (repo / "metrics/data.json").write_text("{}")
+    with pytest.raises(ParamError, match="uncommitted changes"):
+        run(monkeypatch, "cifar10_cpu")
+    assert "fashion_mnist" in (repo / "params.yaml").read_text()
+
+
+def test_an_interrupted_run_continues_and_is_counted_whole(repo, monkeypatch):
+    with pytest.raises(SystemExit):
+        run(monkeypatch, "cifar10_cpu", stages="prepare,train@at", status="1")
+    assert "preset: cifar10_cpu" in (repo / "params.yaml").read_text()   # left switched, to continue
+    times = repo / "reports/cifar10_cpu/stage_times.md"
+    assert list(time_repro.recorded(times)) == ["prepare"]   # the finished stage; train@at was cut off
+    run(monkeypatch, "cifar10_cpu", stages="train@at,report")   # the same command: params already switched
+    assert list(time_repro.recorded(times)) == ["prepare", "train@at", "report"]
+    assert "fashion_mnist" in (repo / "params.yaml").read_text()
+
+
+def test_a_plain_timed_run_starts_a_fresh_table(repo, monkeypatch):
+    out = repo / "times.md"
+    time_repro.write_table(out, [], {"old": 5.0}, resumable=False)
+    monkeypatch.setenv("FAKE_STAGES", "a,b")
+    time_repro.timed_repro([], out)
+    assert list(time_repro.recorded(out)) == ["a", "b"]
+    assert "**total**" in out.read_text()
