@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from askknn.params import ParamError, load_params
+from askknn.params import ParamError, available_presets, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,13 +31,14 @@ def edit(project, top=None, **sections):
 
 
 def test_every_shipped_preset_is_valid(project):
-    for preset in ("fashion_mnist", "cifar10", "imagenette", "tiny"):
+    assert available_presets(project) == ["cifar10", "cifar10_cpu", "fashion_mnist", "imagenette", "tiny"]
+    for preset in available_presets(project):
         edit(project, {"preset": preset})
         assert load_params(project)["preset"] == preset
 
 
 @pytest.mark.parametrize("top, sections, message", [
-    ({"preset": "mnist"}, {}, "preset = 'mnist' is unknown; allowed: cifar10, fashion_mnist, imagenette, tiny"),
+    ({"preset": "mnist"}, {}, "preset = 'mnist' is unknown; allowed: cifar10, cifar10_cpu, fashion_mnist, imagenette, tiny"),
     ({"eps": -1}, {}, r"eps = -1 must be an integer in \[0, 255\]"),
     ({"eps": 256}, {}, r"eps = 256 must be an integer in \[0, 255\]"),
     ({"eps": "8/255"}, {}, "eps = '8/255' must be an integer"),
@@ -70,7 +71,7 @@ def test_the_schema_declares_every_training_method_and_passes_every_preset_value
     from askknn.params import METHODS
 
     assert set(schema.Methods.model_fields) == set(METHODS)
-    for preset in ("fashion_mnist", "cifar10", "imagenette", "tiny"):   # nothing dropped by the schema
+    for preset in available_presets(project):   # nothing dropped by the schema
         raw = yaml.safe_load((project / "presets" / f"{preset}.yaml").read_text())
         edit(project, {"preset": preset})
         loaded = load_params(project)
