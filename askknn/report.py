@@ -146,7 +146,7 @@ def data_origin(data: dict) -> str:
 
 
 def model_width(model: dict) -> str:
-    return "" if model.get("width", 1.0) == 1.0 else f" at {model['width']:g} of its published channel width"
+    return "" if model["width"] == 1.0 else f" at {model['width']:g} of its published channel width"
 
 
 def paper_reference(dataset: str) -> str:

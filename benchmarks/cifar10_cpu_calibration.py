@@ -10,12 +10,16 @@ only affordable on a GPU:
 `sweep` trains AT (the preset's model, budget, schedule shape and augmentation, in fp32 as on the
 CPU) for every variant below and scores it on the held-out split (`data.val_size` training images
 the variants never train on), never on the evaluated test images. Its CPU time is estimated from the
-passes it makes and the per-pass costs of `cpu-cost`. Writes reports/cifar10_cpu/calibration.md.
+passes it makes and the per-pass costs of `cpu-cost`. Every call of `sweep` is kept in
+reports/cifar10_cpu/calibration.json (device, per-pass costs, one row per variant, saved after every
+variant, so a call cut off keeps its rows); reports/cifar10_cpu/calibration.md is rendered from all of
+them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import platform
 import sys
@@ -29,11 +33,13 @@ from askknn.data import TRAIN_SPLITS, PreparedData, load_dataset, make_splits, s
 from askknn.io import write_json, write_text
 from askknn.models import create_model
 from askknn.params import read_yaml
+from askknn.report import rate_with_ci
 from askknn.schema import Preset, check
 from askknn.training import TrainConfig, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "cifar10_cpu"
+RUNS = OUT / "calibration.json"
 COSTS = OUT / "cpu_pass_ms.json"
 # Each variant overrides the preset's training. First PGD steps against images and epochs at a similar
 # cost, a narrower network with more data; then, around the best of those (one FGSM step with a random
@@ -119,35 +125,49 @@ def sweep(source: str, root: str, costs: dict):
             history = train_model(create_model("vgg16_bn", width=width), PreparedData(tmp, TRAIN_SPLITS), cfg,
                                   Path(tmp) / "checkpoint.pt", device="cuda" if torch.cuda.is_available() else "cpu",
                                   log=lambda _: None)
-        rows.append({**variant, "val_clean": history[-1]["val_clean_accuracy"],
+        rows.append({**variant, "n": len(splits["val"]), "val_clean": history[-1]["val_clean_accuracy"],
                      "val_pgd": history[-1]["val_pgd_accuracy"], "seconds_here": time.perf_counter() - tic,
                      "cpu_seconds": estimated_cpu_seconds(costs, cfg, images, len(splits["val"]), width)})
         print(rows[-1], flush=True)
         yield rows
 
 
-def markdown(rows: list[dict], costs: dict, device: str) -> str:
-    p = preset()
+def protocol() -> dict:
+    """The preset's training settings that every variant keeps (recorded with each call)."""
+    train = preset()["train"]
+    return {"eps": train["eps"], "gamma": train["gamma"], "drop_fraction": train["milestones"][0] / train["epochs"],
+            "val_pgd_steps": train["val_pgd_steps"]}
+
+
+def call_section(number: int, call: dict) -> str:
+    costs, kept = call["costs"], call["protocol"]
     lines = [
-        "# Calibration of the `cifar10_cpu` preset\n",
-        f"AT (VGG16-BN at the width given, {p['train']['eps']}/255, crop and flip, the learning rate "
-        f"dropped x{p['train']['gamma']} at {p['train']['milestones'][0] / p['train']['epochs']:.0%} of the epochs, fp32) "
-        f"on class-balanced subsets of CIFAR-10's training images (the JPEG re-encoding), scored on the "
-        f"{p['data']['val_size']:,} held-out training images that no variant trains on; the evaluated test images "
-        f"play no part. Accuracy under PGD-{p['train']['val_pgd_steps']} at {p['train']['eps']}/255. Trained on: "
-        f"{device}. CPU seconds are estimated for one AT run from the passes it makes and the per-image cost of "
-        f"each pass measured on this project's CPU ({costs['machine']}, batch {costs['batch']}): "
+        f"## Call {number}: {call['device']}, {call['date']}\n",
+        f"AT at {kept['eps']}/255, the learning rate dropped x{kept['gamma']} at {kept['drop_fraction']:.0%} of the "
+        f"epochs; accuracy under PGD-{kept['val_pgd_steps']} at {kept['eps']}/255. CPU seconds are estimated for one AT run from the passes it makes and the per-image cost of each pass "
+        f"measured on this project's CPU ({costs['machine']}, batch {costs['batch']}): "
         + "; ".join(f"width {w}: training pass {c['train']:.2f} ms, attack pass {c['attack']:.2f} ms"
                     for w, c in costs.items() if isinstance(c, dict)) + ".\n",
-        "Written by `python benchmarks/cifar10_cpu_calibration.py sweep`. One seed per variant: differences of "
-        "a point or two are within run-to-run noise.\n",
         "| training images | epochs | PGD steps (step /255) | batch | lr | width | held-out clean | held-out PGD | "
         "est. CPU min (AT) |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in call["rows"]:
         lines.append(f"| {r['train_images']:,} | {r['epochs']} | {r['pgd_steps']} ({r['pgd_step_size']:g}) | "
-                     f"{r['batch_size']} | {r['lr']:g} | {r['width']} | "
-                     f"{r['val_clean']:.1%} | {r['val_pgd']:.1%} | {r['cpu_seconds'] / 60:.1f} |")
+                     f"{r['batch_size']} | {r['lr']:g} | {r['width']} | {rate_with_ci(r['val_clean'], r['n'])} | "
+                     f"{rate_with_ci(r['val_pgd'], r['n'])} | {r['cpu_seconds'] / 60:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def markdown(calls: list[dict]) -> str:
+    n = {r["n"] for call in calls for r in call["rows"]}
+    return "\n".join([
+        "# Calibration of the `cifar10_cpu` preset\n",
+        "AT (VGG16-BN at the width given, crop and flip, fp32) on class-balanced subsets of CIFAR-10's training images (the JPEG re-encoding), scored on the "
+        f"held-out training images that no variant trains on (n = {', '.join(map(str, sorted(n)))}); the evaluated "
+        f"test images play no part. Accuracies in percent with 95% Wilson intervals. One seed per variant. The preset takes the "
+        f"variant with the best held-out accuracy per CPU minute, for as many epochs as its 2-hour budget allows.\n",
+        f"Written by `python benchmarks/cifar10_cpu_calibration.py sweep` from `{RUNS.name}`, one section per call "
+        f"(a call that ran out of device time keeps the variants it finished).\n",
+        *(call_section(i + 1, call) for i, call in enumerate(calls))])
 
 
 def main() -> int:
@@ -155,10 +175,9 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     cost = sub.add_parser("cpu-cost", help=f"measure the per-pass CPU cost; writes {COSTS.relative_to(ROOT)}")
     cost.add_argument("--batch", type=int, default=128)
-    run = sub.add_parser("sweep", help="train every variant; writes reports/cifar10_cpu/calibration.md")
+    run = sub.add_parser("sweep", help="train every variant; adds a call to calibration.json, renders calibration.md")
     run.add_argument("--source", required=True, help="CIFAR-10 archive, folder tree, or 'download'")
     run.add_argument("--root", default="data/raw", help="where the archive is unpacked")
-    run.add_argument("--out", type=Path, default=OUT / "calibration.md")
     args = parser.parse_args()
     if args.command == "cpu-cost":
         write_json(COSTS, cpu_cost(sorted({v.get("width", preset()["model"]["width"]) for v in VARIANTS}), args.batch))
@@ -167,10 +186,13 @@ def main() -> int:
     if not COSTS.exists():
         parser.error(f"{COSTS.relative_to(ROOT)} is missing: run `cpu-cost` on the CPU that runs the preset first")
     costs = json.loads(COSTS.read_text())
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})"
-    for rows in sweep(args.source, args.root, costs):   # written after every variant: a cut-off sweep keeps its rows
-        write_text(args.out, markdown(rows, costs, device))
-    print(args.out.read_text())
+    calls = json.loads(RUNS.read_text())["calls"] if RUNS.exists() else []
+    call = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})",
+            "date": datetime.date.today().isoformat(), "costs": costs, "protocol": protocol(), "rows": []}
+    for rows in sweep(args.source, args.root, costs):   # saved after every variant
+        write_json(RUNS, {"calls": [*calls, {**call, "rows": rows}]})
+        write_text(OUT / "calibration.md", markdown(json.loads(RUNS.read_text())["calls"]))
+    print((OUT / "calibration.md").read_text())
     return 0
 
 

@@ -27,15 +27,15 @@ from pathlib import Path
 from time_repro import timed_repro
 
 from askknn.params import ParamError, available_presets
+from askknn.runtime import METRICS, OUTCOMES, PLOTS, REPORTS
 
 PARAMS = Path("params.yaml")
+# source -> destination under reports/<preset>/ (metrics/ goes to metrics/<preset>/)
+REPORT_COPIES = {REPORTS / "results.md": "results.md", REPORTS / "figures": "figures", REPORTS / "plots": "plots",
+                 OUTCOMES: "outcomes", PLOTS: "training"}
 # What a run of the pipeline rewrites that git holds for the default preset (DVC's cached outputs
 # come back with `dvc checkout`).
-COMMITTED_OUTPUTS = ["params.yaml", "dvc.lock", "metrics", "outcomes", "plots", "reports/results.md",
-                     "reports/figures", "reports/plots"]
-# source -> destination under reports/<preset>/ (metrics/ goes to metrics/<preset>/)
-REPORT_COPIES = {"reports/results.md": "results.md", "reports/figures": "figures", "reports/plots": "plots",
-                 "outcomes": "outcomes", "plots": "training"}
+COMMITTED_OUTPUTS = [str(p) for p in (PARAMS, Path("dvc.lock"), METRICS, *REPORT_COPIES)]
 
 
 def switched(text: str, settings: dict[str, str]) -> str:
@@ -63,18 +63,18 @@ def check_clean(target: str) -> None:
 
 
 def gather(staging: Path) -> None:
-    shutil.copytree("metrics", staging / "metrics", ignore=shutil.ignore_patterns(*available_presets()))
+    shutil.copytree(METRICS, staging / METRICS, ignore=shutil.ignore_patterns(*available_presets()))
     for source, name in REPORT_COPIES.items():
-        target = staging / "reports" / name
+        target = staging / REPORTS / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if Path(source).is_dir() else shutil.copy2)(source, target)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
 
 
 def install(preset: str, staging: Path) -> None:
     """Each gathered item replaces its namesake in metrics/<preset>/ and reports/<preset>/; files
     there that a run does not gather (stage_times.md, the preset's calibration) stay."""
-    for kind in ("metrics", "reports"):
-        home = Path(kind) / preset
+    for kind in (METRICS, REPORTS):
+        home = kind / preset
         home.mkdir(parents=True, exist_ok=True)
         for item in (staging / kind).iterdir():
             old = home / item.name
@@ -107,7 +107,7 @@ def main() -> int:
     target = switched(git("show", "HEAD:params.yaml"), settings)
     check_clean(target)
     PARAMS.write_text(target)
-    timed_repro([], Path("reports") / args.preset / "stage_times.md", resumable=True)
+    timed_repro([], REPORTS / args.preset / "stage_times.md", resumable=True)
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         gather(Path(tmp))
         restore_default()

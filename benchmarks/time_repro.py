@@ -59,15 +59,14 @@ def timed_repro(args: list[str], out: Path, resumable: bool = False) -> None:
             now = time.perf_counter()
             finish(now)
             running = (match.group(1), now)
-    status = proc.wait()
-    if not status:
-        finish(time.perf_counter())
-    if status:
-        sys.exit(status)
+    if status := proc.wait():
+        sys.exit(status)   # the stage that failed or was cut off gets no row
+    finish(time.perf_counter())
 
 
 def main() -> None:
     timed_repro(sys.argv[1:], REPORTS / "stage_times.md")
+
 
 if __name__ == "__main__":
     main()
