@@ -307,10 +307,23 @@ def balanced_sample(labels: np.ndarray, pool: np.ndarray, per_class: int, rng: n
     return np.sort(np.concatenate(chosen))
 
 
+def class_interleaved(labels: np.ndarray, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`indices` reordered so that every prefix is class-balanced to within one image: each class's
+    members shuffled, then dealt one per class per round, the classes in a new random order each
+    round (a prefix of the first N images or of the tuning set is then a fair sample of classes)."""
+    members = [rng.permutation(indices[labels[indices] == c]) for c in np.unique(labels[indices])]
+    order = []
+    for r in range(max(len(m) for m in members)):
+        order += [members[c][r] for c in rng.permutation(len(members)) if r < len(members[c])]
+    return np.asarray(order, dtype=indices.dtype)
+
+
 def make_splits(y_train: np.ndarray, y_test: np.ndarray, *, val_size: int, bank_size: int,
                 eval_size: int, train_size: int | None, seed: int) -> dict[str, np.ndarray]:
     """Held-out val from the training set; train = the rest (optionally a balanced subset);
-    bank = a class-balanced subset of train; eval = a class-balanced subset of the test set."""
+    bank = a class-balanced subset of train; eval = a class-balanced subset of the test set. The
+    held-out and evaluation splits are class-interleaved (their prefixes are the tuning set and
+    the subsets of the appendix tables and the worst case); train and bank stay sorted."""
     classes = len(np.unique(y_train))
     rng = np.random.default_rng(seed)
     everything = np.arange(len(y_train))
@@ -320,7 +333,9 @@ def make_splits(y_train: np.ndarray, y_test: np.ndarray, *, val_size: int, bank_
                                                             "data.train_size")
     bank = balanced_sample(y_train, train, bank_size // classes, rng, "data.bank_size")
     test = balanced_sample(y_test, np.arange(len(y_test)), eval_size // classes, rng, "data.eval_size")
-    return {"train": train, "val": val, "bank": bank, "eval": test}
+    order = np.random.default_rng([seed, 1])   # its own stream: the splits hold the same images as before
+    return {"train": train, "val": class_interleaved(y_train, val, order), "bank": bank,
+            "eval": class_interleaved(y_test, test, order)}
 
 
 # ---------------------------------------------------------------- prepared form

@@ -1,7 +1,9 @@
 """The Deep kNN classifier as the ASK paper uses it (eq. 1).
 
 At each selected layer the K nearest bank points vote; p_l^c(x) is the fraction of them with
-label c, and the prediction is argmax_c sum_l p_l^c(x). Ties go to the smallest class index.
+label c, and the prediction is argmax_c sum_l p_l^c(x). A tie between classes goes to the class
+of the nearest neighbour among the tied classes (rank by rank, the first attacked layer first at
+equal rank), a rule that favours no class index; `tie_rate` says how often it decides.
 
 Optionally calibrated as Papernot & McDaniel's DkNN ("Deep k-Nearest Neighbors: Towards Confident,
 Interpretable and Robust Deep Learning", 2018): on a calibration set held out of training, the
@@ -40,6 +42,17 @@ class DeepKNN:
         classes = np.arange(self.bank.num_classes)
         return sum((labels[..., None] == classes).sum(axis=1) for labels in self.neighbour_labels(features).values())
 
+    def votes(self, features: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(vote counts (B, C), predictions (B,)): argmax of the counts, ties broken by the nearest
+        neighbour whose class is tied (neighbours ordered by rank, then by layer)."""
+        labels = self.neighbour_labels(features)
+        classes = np.arange(self.bank.num_classes)
+        counts = sum((lab[..., None] == classes).sum(axis=1) for lab in labels.values())
+        tied = counts == counts.max(axis=1, keepdims=True)
+        by_rank = np.stack([labels[layer] for layer in self.layers], axis=2).reshape(len(counts), -1)
+        first = np.take_along_axis(tied, by_rank, axis=1).argmax(axis=1)   # a tied class always occurs
+        return counts, by_rank[np.arange(len(counts)), first]
+
     def class_scores(self, features: dict) -> np.ndarray:
         """sum_l p_l^c(x), shape (B, C)."""
         return self.vote_counts(features) / self.k
@@ -68,13 +81,18 @@ class DeepKNN:
         return self.p_values(self.vote_counts(features)).argmax(axis=1)
 
     def predict(self, features: dict) -> np.ndarray:
-        return self.vote_counts(features).argmax(axis=1)  # argmax keeps the first: smallest class on ties
+        return self.votes(features)[1]
 
     def predict_inputs(self, model, x: torch.Tensor) -> np.ndarray:
         """Predictions for float inputs in [0, 1] (e.g. adversarial examples)."""
         model.eval()
         with torch.no_grad():
             return self.predict(model.features(x, self.layers))
+
+
+def tie_rate(counts: np.ndarray) -> float:
+    """The fraction of inputs whose vote counts have more than one largest class."""
+    return float(((counts == counts.max(axis=1, keepdims=True)).sum(axis=1) > 1).mean())
 
 
 def accuracy(pred, labels) -> float:

@@ -28,8 +28,8 @@ def dknn_scores(model, x: torch.Tensor, y: torch.Tensor, dknns: dict[str, DeepKN
     y = y.cpu().numpy()
     scores = {}
     for name, d in dknns.items():
-        counts = d.vote_counts(feats)
-        scores[name] = {"correct": counts.argmax(axis=1) == y}   # argmax: the smallest class on ties
+        counts, predictions = d.votes(feats)
+        scores[name] = {"correct": predictions == y}
         if d.calibration is not None:
             scores[name]["credibility"] = d.credibility(counts)
     return scores
@@ -60,8 +60,10 @@ def run_attack(attack: Callable, model, images: torch.Tensor, labels: torch.Tens
 
     Returns the seconds per image spent in the attack and, per DkNN configuration, the per-image
     outcomes: `clean` (correct on the clean image, from `clean` = `clean_scores` of the same
-    images when the caller has them) and `adversarial` (correct under attack), and for a calibrated
-    DkNN the credibility on both (`credibility`: {clean, adversarial}).
+    images when the caller has them) and `adversarial` (robust: correct on the clean image AND
+    under attack, the convention of AutoAttack and RobustBench, so an attack that moves a
+    misclassified image to its true class earns the model nothing), and for a calibrated DkNN the
+    credibility on both (`credibility`: {clean, adversarial}).
     """
     clean = clean or clean_scores(model, images, labels, dknns, batch_size, device)
     adv = {name: [] for name in dknns}
@@ -75,7 +77,8 @@ def run_attack(attack: Callable, model, images: torch.Tensor, labels: torch.Tens
     outcomes = {}
     for name in dknns:
         after = joined(adv[name])
-        outcomes[name] = {"clean": clean[name]["correct"], "adversarial": after["correct"]}
+        robust = clean[name]["correct"] & after["correct"]
+        outcomes[name] = {"clean": clean[name]["correct"], "adversarial": robust}
         if "credibility" in after:
             outcomes[name]["credibility"] = {"clean": clean[name]["credibility"], "adversarial": after["credibility"]}
     return {"seconds_per_image": seconds / len(labels), "images": int(len(labels)), "outcomes": outcomes}

@@ -8,8 +8,8 @@ On CUDA the loop is made fast without changing what it computes on the CPU: the 
 on the device and are converted and augmented there, the model runs channels_last with
 cudnn.benchmark and (train.precision: bf16) under bf16 autocast, while the losses stay in float32
 (askknn.losses); statistics accumulate on the device and are read once per epoch (no host
-synchronisation per batch). Random draws stay on the CPU generator, so every device sees the
-same batches and augmentations.
+synchronisation per batch). The epoch's permutation comes from the CPU generator (the same batches
+on every device and rank); random starts and augmentations are drawn on the device.
 
 Under torchrun (askknn.distributed) the model is wrapped in DistributedDataParallel and every pass
 whose gradient trains it, the loss terms' included, goes through the wrapper's forward (the only
@@ -94,11 +94,11 @@ ExtraTerm = Callable[..., torch.Tensor]
 
 def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Random crop (zero padding) and horizontal flip, per image, vectorised on x's device. The draws
-    come from the CPU generator (the same numbers on every device); no boolean indexing, which would
-    synchronise with the GPU."""
+    come from the global generator of x's device (no host copy per batch); no boolean indexing, which
+    would synchronise with the GPU."""
     b, c, h, w = x.shape
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, b)).to(x.device, non_blocking=True)
-    flip = (torch.rand(b) < 0.5).to(x.device, non_blocking=True)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), device=x.device)
+    flip = torch.rand(b, device=x.device) < 0.5
     arange = functools.partial(torch.arange, device=x.device)
     rows = (dy[:, None] + arange(h))[:, None, :, None]
     cols = (dx[:, None] + arange(w))[:, None, None, :]

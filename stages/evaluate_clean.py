@@ -1,10 +1,10 @@
 """Stage evaluate_clean@<method>: DNN and DkNN clean accuracy (with n and 95% interval) on the
-evaluation images."""
+evaluation images, and per DkNN how often its vote was tied (`tie_rate`: the tie rule then decides)."""
 import torch
 
 from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData, to_float
-from askknn.dknn import DeepKNN
+from askknn.dknn import DeepKNN, tie_rate
 from askknn.io import write_json
 from askknn.params import METHODS, load_params
 from askknn.runtime import METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, stage_arguments
@@ -29,10 +29,11 @@ def main() -> None:
     features = extract_features(model, x, dknn_params["layers"], dknn_params["batch_size"], device())
     result = {"dnn": proportion(dnn_correct(model, x, y, dknn_params["batch_size"]).numpy()), "dknn": {}}
     for metric in dknn_params["metrics"]:
-        result["dknn"][metric] = {
-            layer_set_name(layers): proportion(DeepKNN(bank, layers, dknn_params["k"], metric).predict(features)
-                                               == y.numpy())
-            for layers in dknn_params["layer_sets"]}
+        result["dknn"][metric] = {}
+        for layers in dknn_params["layer_sets"]:
+            counts, predictions = DeepKNN(bank, layers, dknn_params["k"], metric).votes(features)
+            result["dknn"][metric][layer_set_name(layers)] = {**proportion(predictions == y.numpy()),
+                                                              "tie_rate": tie_rate(counts)}
     write_json(METRICS / "clean" / f"{method}.json", result)
 
 

@@ -20,7 +20,7 @@ from askknn.stats import pack, proportion, unpack
 
 
 def pgd_outcomes(suite: AttackSuite, eps: int) -> torch.Tensor:
-    """Per evaluation image, whether the DNN is still correct under PGD at eps (in 1/255)."""
+    """Per evaluation image, whether the DNN is correct on it clean and under PGD at eps (in 1/255)."""
     exp, cfg = suite.params["experiments"], suite.cfg
     attack = PGD(eps / 255, exp["pgd_steps"], cfg["step_fraction"] * eps / 255, restarts=exp["pgd_restarts"],
                  seed=run_seed(cfg["seed"], suite.method, "pgd", eps))
@@ -28,7 +28,8 @@ def pgd_outcomes(suite: AttackSuite, eps: int) -> torch.Tensor:
     for x, y in batches(*suite.evaluation_set(), cfg["batch_size"], device()):
         x_adv = attack(suite.model, x, y)
         with torch.no_grad():
-            correct.append((suite.model(x_adv).argmax(1) == y).cpu())
+            robust = (suite.model(x).argmax(1) == y) & (suite.model(x_adv).argmax(1) == y)
+            correct.append(robust.cpu())
     return torch.cat(correct).numpy()
 
 

@@ -28,6 +28,20 @@ def test_splits_are_class_balanced_disjoint_and_deterministic():
     assert not np.array_equal(s["bank"], other["bank"])
 
 
+def test_every_prefix_of_the_held_out_and_evaluation_splits_is_class_balanced_on_class_ordered_data():
+    """Files listed class by class (as the CIFAR-10 archive is): sorted splits would put one class
+    first. Every prefix must hold each class to within one image, so the tuning set (a prefix of the
+    held-out split) and the subsets (prefixes of the evaluation split) are balanced."""
+    y_train, y_test = np.repeat(np.arange(10), 300), np.repeat(np.arange(10), 60)
+    s = make_splits(y_train, y_test, val_size=200, bank_size=500, eval_size=400, train_size=None, seed=0)
+    for name, labels in (("val", y_train), ("eval", y_test)):
+        for n in range(1, len(s[name]) + 1):
+            counts = np.bincount(labels[s[name][:n]], minlength=10)
+            assert counts.max() - counts.min() <= 1, (name, n, counts)
+    assert np.bincount(y_train[s["val"][:60]]).tolist() == [6] * 10   # a tuning set of 60
+    assert sorted(s["val"]) != s["val"].tolist()                        # interleaved, not sorted
+
+
 def test_a_bank_larger_than_the_training_set_is_rejected():
     with pytest.raises(ParamError, match="data.bank_size needs 300 images of class"):
         splits(bank_size=1200, train_size=400)

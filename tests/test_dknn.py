@@ -4,7 +4,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from askknn.bank import FeatureBank, normalise
-from askknn.dknn import DeepKNN
+from askknn.dknn import DeepKNN, tie_rate
 from askknn.params import ParamError
 
 
@@ -25,7 +25,14 @@ def test_single_layer_dknn_equals_sklearn_brute_force(random_bank, metric, k):
     ours = DeepKNN(bank, ["conv3"], k, metric).predict(queries)
     prep = normalise if metric == "cosine" else (lambda a: a)
     ref = KNeighborsClassifier(k, algorithm="brute").fit(prep(bank.features["conv3"]), bank.labels)
-    np.testing.assert_array_equal(ours, ref.predict(prep(queries["conv3"])))
+    neighbours = bank.labels[ref.kneighbors(prep(queries["conv3"]), return_distance=False)]
+    expected = []   # sklearn's vote, with our tie rule: the nearest neighbour of a tied class
+    for row in neighbours:
+        counts = np.bincount(row, minlength=5)
+        expected.append(next(c for c in row if counts[c] == counts.max()))
+    np.testing.assert_array_equal(ours, expected)
+    untied = [(np.bincount(r, minlength=5) == np.bincount(r).max()).sum() == 1 for r in neighbours]
+    np.testing.assert_array_equal(ours[untied], ref.predict(prep(queries["conv3"]))[untied])
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
@@ -79,13 +86,17 @@ def test_an_unknown_search_is_refused():
         FeatureBank({"conv4": np.zeros((4, 2), np.float32)}, np.arange(4) % 2, search="annoy")
 
 
-def test_multi_layer_vote_sums_the_layer_histograms_and_breaks_ties_to_the_smallest_class(random_bank):
+def test_multi_layer_vote_sums_the_layer_histograms_and_breaks_ties_by_the_nearest_tied_neighbour(random_bank):
     bank, queries = random_bank
     dknn = DeepKNN(bank, ["conv3", "conv4"], 4, "l2")
     labels = dknn.neighbour_labels(queries)
     scores = sum(np.stack([(lab == c).mean(1) for c in range(5)], 1) for lab in labels.values())
     np.testing.assert_allclose(dknn.class_scores(queries), scores)
-    expected = [int(np.flatnonzero(row == row.max())[0]) for row in scores]
+    expected = []
+    for i, row in enumerate(scores):
+        tied = set(np.flatnonzero(row == row.max()).tolist())
+        by_rank = [labels[layer][i, r] for r in range(4) for layer in ("conv3", "conv4")]
+        expected.append(next(c for c in by_rank if c in tied))
     np.testing.assert_array_equal(dknn.predict(queries), expected)
 
 
@@ -97,15 +108,21 @@ def test_k_larger_than_a_class_share_is_rejected(random_bank):
         DeepKNN(bank, ["conv5"], 5)
 
 
-def test_exact_vote_ties_across_layers_go_to_the_smallest_class(random_bank):
-    """Class 0 gets 0/5 + 3/5 and class 1 gets 1/5 + 2/5 votes: an exact tie that float fractions
-    break in favour of class 1 (0.2 + 0.4 > 0.6 in binary floating point)."""
+def test_exact_vote_ties_go_to_the_class_of_the_nearest_tied_neighbour_not_the_smallest_index(random_bank):
+    """Class 0 gets 0/5 + 3/5 and class 1 gets 1/5 + 2/5 votes: an exact tie (float fractions would
+    break it, 0.2 + 0.4 > 0.6 in binary floating point). Class 1 is conv3's nearest neighbour and
+    outranks class 0, so class 1 wins; swapping the rank-0 labels makes class 0 win."""
     bank, queries = random_bank
     dknn = DeepKNN(bank, ["conv3", "conv4"], 5, "l2")
     dknn.neighbour_labels = lambda features: {"conv3": np.array([[1, 2, 3, 4, 2]]),
                                               "conv4": np.array([[0, 0, 0, 1, 1]])}
     np.testing.assert_array_equal(dknn.vote_counts(None), [[3, 3, 2, 1, 1]])
-    np.testing.assert_array_equal(dknn.predict(None), [0])
+    np.testing.assert_array_equal(dknn.predict(None), [1])
+    dknn.neighbour_labels = lambda features: {"conv3": np.array([[2, 1, 3, 4, 2]]),
+                                              "conv4": np.array([[0, 0, 0, 1, 1]])}
+    np.testing.assert_array_equal(dknn.predict(None), [0])   # rank 0: conv3 gives 2 (not tied), conv4 gives 0
+    assert tie_rate(dknn.vote_counts(None)) == 1.0
+    assert tie_rate(np.array([[3, 1], [2, 2]])) == 0.5
 
 
 def test_calibrated_p_values_and_credibility_follow_papernot_and_mcdaniel():

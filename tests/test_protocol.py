@@ -218,3 +218,42 @@ def test_credibility_auroc_is_the_mann_whitney_area():
     # pairs won: 0.9 beats all 3, 0.8 beats 0.1 and 0.5, 0.5 beats 0.1 and ties 0.5 (one half): 6.5 of 9
     assert result["auroc"] == pytest.approx(6.5 / 9)
     assert auroc([1.0], [])["auroc"] is None
+
+
+class Identity:
+    def __call__(self, model, x, y):
+        return x.clone()
+
+
+class Corrector:
+    """An 'attack' that replaces every image by a training image of its true class that the judge
+    classifies correctly: it turns the judge's mistakes into right answers."""
+
+    def __init__(self, images: dict):
+        self.images = images
+
+    def __call__(self, model, x, y):
+        return torch.stack([self.images[int(c)] for c in y])
+
+
+def test_robust_means_correct_clean_and_under_attack(digits, digits_model, digits_dknn):
+    from askknn.evaluation import clean_scores, run_attack
+    images, labels = torch.from_numpy(digits.x_test[:300]), torch.from_numpy(digits.y_test[:300])
+    judges = {"dknn": digits_dknn}
+    clean = clean_scores(digits_model, images, labels, judges, 100)["dknn"]["correct"]
+    assert 0 < clean.mean() < 1   # some mistakes to be 'fixed'
+    same = run_attack(Identity(), digits_model, images, labels, judges, 100)["outcomes"]["dknn"]
+    np.testing.assert_array_equal(same["adversarial"], clean)
+    train_x = torch.from_numpy(digits.x_train).float() / 255
+    right = digits_dknn.predict_inputs(digits_model, train_x) == digits.y_train
+    fixes = {c: train_x[np.flatnonzero(right & (digits.y_train == c))[0]] for c in range(10)}
+    fixed = run_attack(Corrector(fixes), digits_model, images, labels, judges, 100)["outcomes"]["dknn"]
+    np.testing.assert_array_equal(fixed["adversarial"], clean)   # right under attack everywhere, robust only where right clean
+
+
+def test_advknn_ascends_away_from_the_true_label(digits, digits_model, digits_bank, digits_eval):
+    from askknn.attacks.advknn import AdvKnnAttack
+    block, _ = train_knn_block(digits_bank, ["conv4"], k=5, metric="cosine", epochs=1)
+    x, y = digits_eval
+    _, labels = AdvKnnAttack(block, digits_bank, ["conv4"], 8 / 255).prepare(digits_model, x, y)
+    assert torch.equal(labels["conv4"], y)

@@ -79,7 +79,7 @@ def knn_votes(bank: FeatureBank, layer: str, metric: str, queries, k: int) -> np
 
 
 def majority(histograms: np.ndarray) -> np.ndarray:
-    return histograms.argmax(1)   # argmax keeps the first: smallest class on ties, as the DkNN
+    return histograms.argmax(1)   # the block's training label; argmax keeps the first class on ties
 
 
 def without_self(idx: np.ndarray) -> np.ndarray:
@@ -160,9 +160,11 @@ def knn_agreement(block: KNNBlock, bank: FeatureBank, features: dict[str, np.nda
 
 class AdvKnnAttack(Attack):
     """AdvKnn on the DkNN layers `layers`: sign-gradient ascent of sum_l KL(q_l(x) || softmax
-    g_l(x')) + lam * CE(g_l(x'), kNN label of x), with q_l(x) the clean input's real K-NN
-    histogram from the bank, g_l the trained block's head and lam the weight the block was trained
-    with (one block per lambda: the original uses 20 for one layer and 0.3 for several)."""
+    g_l(x')) + lam * CE(g_l(x'), y), with q_l(x) the clean input's real K-NN histogram from the
+    bank, y the true label (every attack is given it; the original ascends away from the clean
+    kNN majority label, which on a misclassified image pushes towards the true class), g_l the
+    trained block's head and lam the weight the block was trained with (one block per lambda:
+    the original uses 20 for one layer and 0.3 for several)."""
 
     def __init__(self, block: KNNBlock, bank: FeatureBank, layers, eps: float, k: int = 5, metric: str = "cosine",
                  steps: int = 20, step_size: float = 2 / 255, random_start: bool = True,
@@ -184,7 +186,7 @@ class AdvKnnAttack(Attack):
         clean = model.features(x, self.layers)
         hists = {layer: knn_votes(self.bank, layer, self.metric, clean[layer], self.k) for layer in self.layers}
         return ({layer: torch.from_numpy(h).to(x.device) for layer, h in hists.items()},
-                {layer: torch.from_numpy(majority(h)).to(x.device) for layer, h in hists.items()})
+                {layer: y for layer in self.layers})
 
     def loss(self, model, x_adv, y, context) -> torch.Tensor:
         hist, labels = context

@@ -6,8 +6,8 @@ references) and `loss` (per-example objective to maximise).
 
 Randomness: an attack built with `seed` owns a generator (CPU, so CPU and GPU runs draw the same
 numbers) and every random draw of the run comes from it, so a run does not depend on what ran
-before it. With `seed=None` draws come from torch's global generator (the training loop, which
-reseeds it every epoch so that a resumed run repeats an uninterrupted one).
+before it. With `seed=None` draws come from torch's global generator of the input's device (the
+training loop, which reseeds it every epoch so that a resumed run repeats an uninterrupted one).
 """
 from __future__ import annotations
 
@@ -28,10 +28,15 @@ class Attack:
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
 
     def rand(self, *shape: int, device=None) -> torch.Tensor:
-        """Uniform [0, 1) draws from the run's generator."""
+        """Uniform [0, 1) draws from the run's generator, or without one from the global generator
+        of x's device (no host copy per batch in training on a GPU; on the CPU the same draws)."""
+        if self.generator is None:
+            return torch.rand(shape, device=device)
         return torch.rand(shape, generator=self.generator).to(device)
 
     def randint(self, high: int, shape, low: int = 0, device=None) -> torch.Tensor:
+        if self.generator is None:
+            return torch.randint(low, high, tuple(shape), device=device)
         return torch.randint(low, high, tuple(shape), generator=self.generator).to(device)
 
     def prepare(self, model, x: torch.Tensor, y: torch.Tensor):
