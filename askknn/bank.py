@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
@@ -58,6 +57,7 @@ def extract_features(model, images: torch.Tensor, layers, batch_size: int = 256,
 @functools.cache
 def gpu_resources():
     """One faiss GPU context per process, or None without faiss-gpu or a GPU."""
+    import faiss   # imported where used: the torch search on a GPU machine needs no faiss
     if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
         return faiss.StandardGpuResources()
     return None
@@ -65,6 +65,7 @@ def gpu_resources():
 
 def flat_index(vectors: np.ndarray) -> faiss.Index:
     """An exact L2 index over `vectors`, on the GPU when faiss-gpu and a GPU are there."""
+    import faiss
     index = faiss.IndexFlatL2(vectors.shape[1])
     if gpu_resources() is not None:
         index = faiss.index_cpu_to_gpu(gpu_resources(), torch.cuda.current_device(), index)
@@ -151,9 +152,29 @@ class FeatureBank:
         """Squared distances and bank indices of the k nearest bank points, nearest first."""
         return self._search(layer, metric, self._queries(queries, metric), k)
 
+    def _class_blocks(self, layer: str, metric: str):
+        """The torch search's class-sorted bank: vectors (C * m, D) in C blocks of m rows (m = the
+        largest class; a smaller class padded with rows at infinite distance), their squared norms,
+        and the bank index of every row (C, m)."""
+        key = (layer, metric, "by_class")
+        if key not in self._indices:
+            m = max(len(members) for members in self.class_members)
+            rows = np.stack([np.resize(members, m) for members in self.class_members])   # pads by repeating
+            padded = np.arange(m)[None, :] >= np.array([len(x) for x in self.class_members])[:, None]
+            v = torch.from_numpy(self.vectors(layer, metric)[rows.ravel()]).to(self.device)
+            norms = v.pow(2).sum(1).masked_fill_(torch.from_numpy(padded.ravel()).to(self.device), float("inf"))
+            self._indices[key] = (v, norms, torch.from_numpy(rows).to(self.device))
+        return self._indices[key]
+
     def search_per_class(self, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """For every class, the k nearest bank points of that class: arrays of shape (B, C, k)."""
         q = self._queries(queries, metric)
+        if self.backend == "torch":   # one product and one top-k over the class blocks, one copy back
+            v, norms, rows = self._class_blocks(layer, metric)
+            dist = (q.pow(2).sum(1, keepdim=True) - 2 * q @ v.T + norms).clamp_min_(0)
+            dist, pos = dist.view(len(q), self.num_classes, -1).topk(k, dim=2, largest=False)
+            idx = rows[torch.arange(self.num_classes, device=rows.device)[None, :, None], pos]
+            return dist.cpu().numpy(), idx.cpu().numpy()
         dist = np.empty((len(q), self.num_classes, k), dtype=np.float32)
         idx = np.empty((len(q), self.num_classes, k), dtype=np.int64)
         for c in range(self.num_classes):

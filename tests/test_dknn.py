@@ -59,13 +59,15 @@ def assert_same_up_to_ties(idx_a, idx_b, true_dist, tol=1e-4):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
-def test_torch_search_finds_the_faiss_neighbours(metric):
+@pytest.mark.parametrize("class_sizes", [[80] * 5, [100, 60, 80, 90, 70]])
+def test_torch_search_finds_the_faiss_neighbours(metric, class_sizes):
     """The device search (torch, here on the CPU) against faiss, with exact ties built in: a quarter of
-    the bank repeats other points, so several neighbours lie at the same distance."""
+    the bank repeats other points, so several neighbours lie at the same distance. Unequal classes
+    exercise the padded class blocks of the per-class search."""
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(400, 24)).astype(np.float32)
     feats[300:] = feats[:100]
-    labels = rng.permutation(np.repeat(np.arange(5), 80))
+    labels = rng.permutation(np.repeat(np.arange(5), class_sizes))
     queries = rng.normal(size=(60, 24)).astype(np.float32)
     faiss_bank = FeatureBank({"conv4": feats}, labels, search="faiss")
     torch_bank = FeatureBank({"conv4": feats}, labels, search="torch", device="cpu")
