@@ -181,6 +181,9 @@ class Train(Section):
     momentum: number(0, 1) = doc("SGD momentum")
     nesterov: Bool = doc("Nesterov momentum")
     weight_decay: number(0, 1) = doc("SGD weight decay")
+    schedule: one_of("step", "onecycle") = doc("learning rate: step (multiplied by gamma at each milestone) or "
+                                               "onecycle (fast AT's: linear 0 -> lr over 40% of the batches, "
+                                               "then -> 0; milestones and gamma unused)")
     milestones: list[integer(1, 10**4, "has")] = doc("epochs at which the learning rate is multiplied by gamma")
     gamma: number(0, 1, low_open=True) = doc("learning-rate factor at each milestone")
     eps: Eps = doc("AT budget, in 1/255 (the evaluation budget is the top-level eps)")

@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"        # fp32 | bf16 (autocast of the network; see effective_precision)
     wide_attack: dict | None = None   # at_wide: {eps, steps, step_size} of the training attack only
+    schedule: str = "step"         # step: milestones and gamma per epoch | onecycle: per batch (see lr_at)
 
     @classmethod
     def from_params(cls, section: dict) -> "TrainConfig":
@@ -73,7 +74,13 @@ class TrainConfig:
         return PGD(w["eps"] / 255, steps=w["steps"], step_size=w["step_size"] / 255,
                    train_mode=self.attack_mode == "train")
 
-    def lr_at(self, epoch: int) -> float:
+    def lr_at(self, epoch: int, progress: float = 0.0) -> float:
+        """The learning rate `progress` (0 to 1) of the way through `epoch`. onecycle is the cyclic
+        schedule of fast AT (Wong, Rice & Kolter 2020): linear from 0 up to lr at 40% of training,
+        then linear down to 0 at the end."""
+        if self.schedule == "onecycle":
+            t = (epoch + progress) / self.epochs
+            return self.lr * (t / 0.4 if t < 0.4 else (1 - t) / 0.6)
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
 
 
@@ -195,6 +202,9 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device)
         for start_idx in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                               leave=False, disable=None if is_main() else True):  # no bar off a terminal
+            if cfg.schedule == "onecycle":
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr_at(epoch, start_idx / len(order))
             idx = order[start_idx:start_idx + cfg.batch_size].tensor_split(world)[rank]   # this rank's slice
             idx = idx.to(device, non_blocking=True)
             x, y = to_float(x_train[idx]), y_train[idx]

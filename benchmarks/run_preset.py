@@ -63,8 +63,11 @@ def check_clean(target: str) -> None:
 
 
 def gather(staging: Path) -> None:
+    """metrics/ and the report's files into `staging`; what a cut-off run did not make is left out."""
     shutil.copytree(METRICS, staging / METRICS, ignore=shutil.ignore_patterns(*available_presets()))
     for source, name in REPORT_COPIES.items():
+        if not source.exists():
+            continue
         target = staging / REPORTS / name
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)

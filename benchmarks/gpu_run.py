@@ -1,0 +1,264 @@
+"""Run a preset's whole pipeline where DVC is not installed (a borrowed GPU machine with no
+internet), and bring its results home beside the default preset's.
+
+    python benchmarks/gpu_run.py run cifar10_fast -S eps=8 --archive OUT/cifar10_fast.tar.gz
+    python benchmarks/gpu_run.py gather OUT/cifar10_fast.tar.gz     # back here: metrics/ and reports/<preset>/
+
+`run` reads the stages of dvc.yaml (foreach, matrix and ${...} resolved as DVC resolves them),
+orders them by their deps and outs, and runs every stage's script in this one process (runpy), so
+the ~46 stages pay for Python, torch and CUDA start-up once. It writes stage_times.md (device,
+seconds per stage) after every stage, stops starting stages after `--deadline` seconds, and packs
+metrics/, outcomes/, the report, its figures and the training curves into one .tar.gz (one file
+to bring back, a few MB). `gather` unpacks such an archive into metrics/<preset>/ and
+reports/<preset>/, as benchmarks/run_preset.py does after a `dvc repro`.
+
+benchmarks/gpu_run.sh wraps `run` for the device machine (carried wheels, the data archive).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import re
+import runpy
+import shlex
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import product
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from run_preset import gather, install, switched  # noqa: E402
+
+from askknn.io import write_text  # noqa: E402
+from askknn.runtime import REPORTS  # noqa: E402
+
+TOKEN = re.compile(r"\$\{([^}]+)\}")
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: str
+    deps: list[str]
+    outs: list[str]
+
+
+def lookup(context: dict, dotted: str):
+    value = context
+    for part in dotted.strip().split("."):
+        value = value[part]
+    return value
+
+
+def resolve(value, context: dict):
+    """`value` with ${...} replaced from `context`; a string that is one ${...} keeps its type."""
+    if isinstance(value, dict):
+        return {resolve(k, context): resolve(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, context) for v in value]
+    if not isinstance(value, str):
+        return value
+    whole = TOKEN.fullmatch(value)
+    if whole:
+        return lookup(context, whole[1])
+    return TOKEN.sub(lambda m: str(lookup(context, m[1])), value)
+
+
+def paths(entries) -> list[str]:
+    """The paths of a deps/outs/metrics/plots list (an entry is a path or {path: options})."""
+    return [p for e in entries or [] for p in ([e] if isinstance(e, str) else e)]
+
+
+def variables(spec: dict, root: Path) -> dict:
+    context = {}
+    for entry in spec.get("vars", []):
+        context.update(yaml.safe_load((root / entry).read_text()) if isinstance(entry, str) else entry)
+    return context
+
+
+def instances(name: str, body: dict, context: dict):
+    """(stage name, item) for every instance of a foreach or matrix stage; (name, None) otherwise."""
+    if "foreach" in body:
+        items = resolve(body["foreach"], context)
+        pairs = items.items() if isinstance(items, dict) else ((str(i), i) for i in items)
+        yield from ((f"{name}@{key}", item) for key, item in pairs)
+    elif "matrix" in body:
+        keys, values = zip(*body["matrix"].items())
+        for combo in product(*values):
+            yield f"{name}@{'-'.join(map(str, combo))}", dict(zip(keys, combo))
+    else:
+        yield name, None
+
+
+def stages(root: Path = ROOT) -> list[Stage]:
+    """Every stage instance of dvc.yaml with its command, deps and outs, in dvc.yaml's order."""
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    context = variables(spec, root)
+    found = []
+    for name, body in spec["stages"].items():
+        for stage_name, item in instances(name, body, context):
+            local = {**context, "item": item}
+            template = body.get("do", body)
+            outs = [resolve(p, local) for key in ("outs", "metrics", "plots") for p in paths(template.get(key))]
+            found.append(Stage(stage_name, resolve(template["cmd"], local),
+                               [resolve(p, local) for p in paths(template.get("deps"))], outs))
+    return found
+
+
+def inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def ordered(found: list[Stage]) -> list[Stage]:
+    """A stage after every stage whose outputs it depends on (a dep may be a folder holding outputs);
+    otherwise dvc.yaml's order."""
+    needs = {s.name: {o.name for o in found if o is not s and any(inside(out, dep) or inside(dep, out)
+                                                                  for dep in s.deps for out in o.outs)}
+             for s in found}
+    done, order = set(), []
+    while len(order) < len(found):
+        ready = [s for s in found if s.name not in done and needs[s.name] <= done]
+        if not ready:
+            raise SystemExit(f"dvc.yaml has a cycle among: {', '.join(sorted(set(needs) - done))}")
+        order.append(ready[0])
+        done.add(ready[0].name)
+    return order
+
+
+def run_stage(cmd: str) -> None:
+    """A stage's command (`[env K=V ...] python script args`) in this process."""
+    words = shlex.split(cmd)
+    at = next(i for i, w in enumerate(words) if Path(w).name.startswith("python"))
+    os.environ.update(dict(w.split("=", 1) for w in words[:at] if "=" in w))
+    script, args = words[at + 1], words[at + 2:]
+    saved = sys.argv
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def device_name() -> str:
+    import torch
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"CPU: {os.cpu_count()} cores, {platform.machine()} (torch {torch.__version__})"
+
+
+def write_times(out: Path, preset: str, settings: dict, device: str, seconds: dict, skipped: list[str]) -> None:
+    total = sum(seconds.values())
+    lines = [f"# Wall time of each stage: preset `{preset}`, one process (benchmarks/gpu_run.py)\n",
+             f"- device: {device}",
+             f"- settings: {', '.join(f'{k}={v}' for k, v in settings.items())}",
+             f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+             f"- total: {total:.0f} s ({total / 60:.1f} min) over {len(seconds)} stages"
+             + (f"; not run (deadline): {', '.join(skipped)}" if skipped else ""),
+             "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {s:.1f} |" for name, s in seconds.items()]
+    write_text(out, "\n".join(lines) + "\n")
+
+
+def free_memory() -> None:
+    import torch
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> int:
+    """Every stage in order; stage_times.md beside the archive after each stage (so a run cut off
+    from outside still reports its times), and the archive of whatever was made, even after a failure."""
+    settings = {"preset": preset, **settings}
+    params = ROOT / "params.yaml"
+    params.write_text(switched(params.read_text(), settings))
+    times = archive.parent / "stage_times.md"
+    device, seconds, skipped, started = device_name(), {}, [], time.perf_counter()
+    try:
+        for stage in ordered(stages()):
+            if deadline is not None and time.perf_counter() - started > deadline:
+                skipped.append(stage.name)
+                continue
+            print(f"--- {stage.name}: {stage.cmd}", flush=True)
+            tic = time.perf_counter()
+            run_stage(stage.cmd)
+            free_memory()
+            seconds[stage.name] = time.perf_counter() - tic
+            write_times(times, preset, settings, device, seconds, skipped)
+    finally:
+        write_times(times, preset, settings, device, seconds, skipped)
+        pack(archive, times, device, sum(seconds.values()) / 60)
+        print(f"{archive}: {archive.stat().st_size / 2**20:.1f} MiB; {sum(seconds.values()) / 60:.1f} min",
+              flush=True)
+    return 1 if skipped else 0
+
+
+def pack(archive: Path, times: Path, device: str, minutes: float) -> None:
+    """The results into one .tar.gz; the report's copy names the device and the run's minutes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staging = Path(tmp)
+        gather(staging)
+        (staging / REPORTS).mkdir(parents=True, exist_ok=True)
+        (staging / REPORTS / "stage_times.md").write_bytes(times.read_bytes())
+        results = staging / REPORTS / "results.md"
+        if results.exists():
+            title, _, rest = results.read_text().partition("\n")
+            results.write_text(f"{title}\n\nRun on {device}: the whole pipeline in {minutes:.1f} min, one process "
+                               f"(benchmarks/gpu_run.py; stage times in stage_times.md).\n{rest}")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(staging, arcname=".")
+
+
+def unpack(archive: Path, preset: str | None) -> str:
+    """Install an archive of `run` into metrics/<preset>/ and reports/<preset>/; returns the preset
+    (read from the archive's metrics/preset.json unless given)."""
+    import json
+    with tempfile.TemporaryDirectory(dir=".") as tmp, tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+        staging = Path(tmp)
+        preset = preset or json.loads((staging / "metrics" / "preset.json").read_text())["preset"]
+        install(preset, staging)
+    return preset
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run", help="run every stage of a preset in this process and pack the results")
+    go.add_argument("preset")
+    go.add_argument("-S", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="a top-level setting of params.yaml, e.g. -S eps=8")
+    go.add_argument("--archive", type=Path, required=True, help="where to write the .tar.gz of the results")
+    go.add_argument("--deadline", type=float, help="seconds after which no further stage starts")
+    back = sub.add_parser("gather", help="install a run's archive into metrics/<preset>/ and reports/<preset>/")
+    back.add_argument("archive", type=Path)
+    back.add_argument("--preset", help="the preset's name (default: the one recorded in the archive)")
+    args = parser.parse_args()
+    args.archive = args.archive.resolve()
+    os.chdir(ROOT)
+    if args.command == "gather":
+        print(f"results in reports/{unpack(args.archive, args.preset)}/")
+        return 0
+    settings = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"-S {item}: expected KEY=VALUE, e.g. -S eps=8")
+        settings[key] = value
+    return run(args.preset, settings, args.archive, args.deadline)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
