@@ -131,11 +131,10 @@ class AttackSuite:
         return make, []
 
     def sw20(self, layers, metric: str, eps: int):
-        eta = dknn_thresholds(self.bank, self.held_out, layers, self.k, metric)
-
+        """SW20 with DkNN-Atk's m (half of each side) and the DkNN's K (nothing to tune: see sw20.py)."""
         def make(seed):
-            return SW20Attack(self.bank, layers, thresholds=eta, metric=metric, guides=self.guides(), k=self.k,
-                              margin=self.cfg["sw20"]["margin"], seed=seed, **self.budget(eps))
+            return SW20Attack(self.bank, layers, metric=metric, guides=self.guides(), k=self.k,
+                              reselect=self.cfg["sw20"]["reselect"], seed=seed, **self.budget(eps))
         return make, []
 
     def guides(self) -> int:

@@ -296,7 +296,9 @@ class AskAPGD(Section):
 
 class SW20(Section):
     """SW20 (Sitawarin & Wagner 2020), fixed-budget l_inf form."""
-    margin: number(0, 1e6) = doc("hinge margin, in units of eta_l^2 (DkNN-Atk's per-layer threshold, squared)")
+    reselect: integer(1, 10**6) = doc(
+        "steps between re-selections of the target, guides and thresholds at the current x' (when the DkNN "
+        "also judges x' to keep the best point); 4 of 20 steps: the original's 100 of 500 iterations")
 
 
 class Attacks(Section):

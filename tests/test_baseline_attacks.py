@@ -42,7 +42,7 @@ def make_attack(request, digits_bank, thresholds, block):
         if request.param == "advknn":
             return AdvKnnAttack(block, digits_bank, ["conv4"], eps)
         if request.param == "sw20":
-            return SW20Attack(digits_bank, ["conv4"], eps, thresholds, guides=5, k=5)
+            return SW20Attack(digits_bank, ["conv4"], eps, guides=5, k=5)
         if request.param == "ask_apgd":
             return ASKAPGDAttack(digits_bank, ["conv3", "conv4"], eps, k=5, steps=4, restarts=2)
         optimizer = request.param.split("_")[1]

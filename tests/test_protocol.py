@@ -19,7 +19,7 @@ CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "
        "ask": {"k_pos": 5, "k_neg": 5, "tau_grid": {"cosine": [0.01, 0.1], "l2": [0.3]}, "omega_grid": [0.5]},
        "dknn_atk": {"guides": "k", "steepness_grid": {"cosine": [4.0], "l2": [1.0]}, "optimizer": "sign",
                     "adam_lr": 0.01, "adam_steps": 10},
-       "advknn": {"lam_single": 20.0, "lam_multi": 0.3}, "sw20": {"margin": 0.0},
+       "advknn": {"lam_single": 20.0, "lam_multi": 0.3}, "sw20": {"reselect": 2},
        "ask_apgd": {"steps": 4, "restarts": 2, "restart": "best"}}
 
 

@@ -43,7 +43,7 @@ def target_guides(bank: FeatureBank, layer: str, metric: str, features: np.ndarr
                   m: int) -> tuple[np.ndarray, np.ndarray]:
     """The target class (B,) and its guides' bank indices (B, m) for clean features (B, D) at `layer`:
     the target is the wrong class whose m nearest bank points are closest on average (plain
-    distances); the guides are those m points, nearest first. Shared by DkNN-Atk and SW20."""
+    distances); the guides are those m points, nearest first."""
     dist, idx = bank.search_per_class(layer, metric, features, m)
     mean_dist = np.sqrt(np.maximum(dist, 0)).mean(-1)
     rows = np.arange(len(y))
