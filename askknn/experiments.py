@@ -131,9 +131,12 @@ class AttackSuite:
         return make, []
 
     def sw20(self, layers, metric: str, eps: int):
-        """SW20 with DkNN-Atk's m (half of each side) and the DkNN's K (nothing to tune: see sw20.py)."""
+        """SW20 with at least a majority of K guides on each side, (K + 1) // 2, the fewest the original
+        uses (m // 2 of DkNN-Atk's m when that is more), and the DkNN's K (nothing to tune: see sw20.py)."""
+        guides = 2 * max(self.guides() // 2, (self.k + 1) // 2)
+
         def make(seed):
-            return SW20Attack(self.bank, layers, metric=metric, guides=self.guides(), k=self.k,
+            return SW20Attack(self.bank, layers, metric=metric, guides=guides, k=self.k,
                               reselect=self.cfg["sw20"]["reselect"], seed=seed, **self.budget(eps))
         return make, []
 

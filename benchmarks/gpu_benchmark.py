@@ -5,8 +5,10 @@ on synthetic CIFAR-sized data:
   second of two short epochs (the first pays for cudnn.benchmark's search);
 - the kNN search of one attack batch against the preset's bank size, faiss on the CPU against exact
   torch search on the device;
-- one ASK-Atk batch against its floor (steps x forward to conv4 + backward to the input), measured
-  alternately in one process, median of `--repeats`.
+- one ASK-Atk batch, cosine and l2, against its floor (steps x forward to conv4 + backward to the
+  input), measured alternately in one process, median of `--repeats`;
+- the start-up of a stage's process (Python, torch, the package, CUDA's context), median of 3;
+- a torch.profiler table of a few bf16 AT batches (reports/gpu_profile.md): where the time goes.
 
 Writes reports/gpu_benchmark.md with the device's name. On a machine without CUDA it says so and
 exits with status 0.   Run:  python benchmarks/gpu_benchmark.py
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,7 +82,8 @@ def knn_search(bank_size: int, dims: int, batch: int, k: int, repeats: int) -> d
     return out
 
 
-def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int) -> dict[str, float]:
+def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int, metric: str,
+                      tau: float) -> dict[str, float]:
     torch.manual_seed(0)
     model = create_model("vgg16_bn").cuda().eval()
     layer = "conv4"
@@ -88,7 +92,7 @@ def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int) -> d
     bank = FeatureBank({layer: np.random.default_rng(0).normal(size=(bank_size, dims)).astype(np.float32)},
                        np.arange(bank_size) % 10)
     x, y = torch.rand(batch, 3, 32, 32, device="cuda"), torch.arange(batch, device="cuda") % 10
-    attack = ASKAttack(bank, [layer], 8 / 255, "cosine", tau=0.03, steps=steps, seed=0)
+    attack = ASKAttack(bank, [layer], 8 / 255, metric, tau=tau, steps=steps, seed=0)
 
     def floor():
         x_adv = x.clone()
@@ -105,6 +109,34 @@ def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int) -> d
     return {"floor": statistics.median(floors), "attack": statistics.median(attacks)}
 
 
+def stage_start_up() -> float:
+    """Seconds for a fresh process to import what a stage imports and open the CUDA context."""
+    code = "import torch, askknn.experiments, askknn.training; torch.zeros(1, device='cuda')"
+    times = []
+    for _ in range(3):
+        tic = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def profile_at(train: dict, batches: int = 6) -> str:
+    """torch.profiler's table (top 30 by CUDA time) of a few bf16 AT batches of the preset."""
+    from torch.profiler import ProfilerActivity, profile
+    cfg = dataclasses.replace(TrainConfig.from_params(train), epochs=1, val_pgd_steps=1, precision="bf16")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic(Path(tmp), batches * cfg.batch_size, 100)
+        train_model(create_model("vgg16_bn"), data, cfg, Path(tmp) / "warm.pt", device="cuda", log=lambda _: None)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            train_model(create_model("vgg16_bn"), data, cfg, Path(tmp) / "timed.pt", device="cuda",
+                        log=lambda _: None)
+    events = prof.key_averages()
+    try:
+        return events.table(sort_by="device_time_total", row_limit=30, max_name_column_width=60)
+    except (AttributeError, KeyError):   # torch versions that name it after CUDA
+        return events.table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=40, help="batches per timed training epoch")
@@ -119,8 +151,13 @@ def main() -> int:
     dims = 512 * 2 * 2   # vgg16_bn's conv4 at 32x32
     knn = knn_search(preset["data"]["bank_size"], dims, preset["attacks"]["batch_size"], preset["dknn"]["k"],
                      args.repeats)
-    ask = ask_against_floor(preset["data"]["bank_size"], preset["attacks"]["batch_size"],
-                            preset["attacks"]["steps"], args.repeats)
+    ask = {metric: ask_against_floor(preset["data"]["bank_size"], preset["attacks"]["batch_size"],
+                                     preset["attacks"]["steps"], args.repeats, metric, tau)
+           for metric, tau in (("cosine", 0.03), ("l2", 1.0))}
+    start_up = stage_start_up()
+    write_text(REPORTS / "gpu_profile.md", f"# Profile of 6 bf16 AT batches on {name}\n\n"
+               f"Written by `python benchmarks/gpu_benchmark.py` (torch.profiler, sorted by CUDA time).\n\n"
+               f"```\n{profile_at(preset['train'])}\n```\n")
     lines = [
         "# GPU benchmark\n",
         f"Device: **{name}** (torch {torch.__version__}, CUDA {torch.version.cuda}). Synthetic CIFAR-10-sized data, "
@@ -132,12 +169,14 @@ def main() -> int:
         f"| kNN search per class, {preset['attacks']['batch_size']} queries, bank {preset['data']['bank_size']:,} "
         f"x {dims}: faiss (CPU) | {knn['faiss']:.4f} |",
         f"| the same, exact torch search on the device | {knn['torch']:.4f} |",
-        f"| ASK-Atk batch ({preset['attacks']['batch_size']} images, {preset['attacks']['steps']} steps, conv4) "
-        f"| {ask['attack']:.3f} |",
-        f"| its floor (steps x forward to conv4 + backward) | {ask['floor']:.3f} |",
+        *(f"| ASK-Atk batch, {metric} ({preset['attacks']['batch_size']} images, {preset['attacks']['steps']} "
+          f"steps, conv4) / its floor (steps x forward to conv4 + backward) | {a['attack']:.3f} / {a['floor']:.3f} "
+          f"= {a['attack'] / a['floor']:.2f}x |" for metric, a in ask.items()),
+        f"| start-up of one stage's process (imports, CUDA context) | {start_up:.1f} |",
         f"\nbf16 speed-up per epoch: {epochs['fp32'] / epochs['bf16']:.2f}x; the 200-epoch AT run of the preset "
         f"then takes about {200 * epochs['bf16'] / 3600:.1f} h (fp32: {200 * epochs['fp32'] / 3600:.1f} h). "
-        f"ASK-Atk / floor: {ask['attack'] / ask['floor']:.2f}; device search "
+        f"ASK-Atk / floor: {ask['cosine']['attack'] / ask['cosine']['floor']:.2f} (cosine), "
+        f"{ask['l2']['attack'] / ask['l2']['floor']:.2f} (l2); device search "
         f"{knn['faiss'] / knn['torch']:.1f}x faster than faiss on the CPU.\n",
     ]
     write_text(REPORTS / "gpu_benchmark.md", "\n".join(lines))

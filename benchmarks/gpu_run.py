@@ -27,6 +27,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import product
@@ -119,17 +120,20 @@ def inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def needs(found: list[Stage]) -> dict[str, set[str]]:
+    """Per stage, the stages whose outputs it depends on (a dep may be a folder holding outputs)."""
+    return {s.name: {o.name for o in found if o is not s and any(inside(out, dep) or inside(dep, out)
+                                                                 for dep in s.deps for out in o.outs)}
+            for s in found}
+
+
 def ordered(found: list[Stage]) -> list[Stage]:
-    """A stage after every stage whose outputs it depends on (a dep may be a folder holding outputs);
-    otherwise dvc.yaml's order."""
-    needs = {s.name: {o.name for o in found if o is not s and any(inside(out, dep) or inside(dep, out)
-                                                                  for dep in s.deps for out in o.outs)}
-             for s in found}
-    done, order = set(), []
+    """A stage after every stage whose outputs it depends on; otherwise dvc.yaml's order."""
+    needs_of, done, order = needs(found), set(), []
     while len(order) < len(found):
-        ready = [s for s in found if s.name not in done and needs[s.name] <= done]
+        ready = [s for s in found if s.name not in done and needs_of[s.name] <= done]
         if not ready:
-            raise SystemExit(f"dvc.yaml has a cycle among: {', '.join(sorted(set(needs) - done))}")
+            raise SystemExit(f"dvc.yaml has a cycle among: {', '.join(sorted(set(needs_of) - done))}")
         order.append(ready[0])
         done.add(ready[0].name)
     return order
@@ -163,7 +167,8 @@ def write_times(out: Path, preset: str, settings: dict, device: str, seconds: di
              f"- settings: {', '.join(f'{k}={v}' for k, v in settings.items())}",
              f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
              f"- total: {total:.0f} s ({total / 60:.1f} min) over {len(seconds)} stages"
-             + (f"; not run (deadline): {', '.join(skipped)}" if skipped else ""),
+             + (f"; failed or not run (deadline, or a stage it needs failed): {', '.join(skipped)}"
+                if skipped else ""),
              "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {s:.1f} |" for name, s in seconds.items()]
     write_text(out, "\n".join(lines) + "\n")
@@ -185,14 +190,20 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> i
     params.write_text(switched(params.read_text(), settings))
     times = archive.parent / "stage_times.md"
     device, seconds, skipped, started = device_name(), {}, [], time.perf_counter()
+    found = stages()
+    needs_of = needs(found)
     try:
-        for stage in ordered(stages()):
-            if deadline is not None and time.perf_counter() - started > deadline:
-                skipped.append(stage.name)
+        for stage in ordered(found):
+            if (deadline is not None and time.perf_counter() - started > deadline) or needs_of[stage.name] & set(skipped):
+                skipped.append(stage.name)   # past the deadline, or a stage it needs failed or was skipped
                 continue
             print(f"--- {stage.name}: {stage.cmd}", flush=True)
             tic = time.perf_counter()
-            run_stage(stage.cmd)
+            try:
+                run_stage(stage.cmd)
+            except Exception:   # keep going with the stages that do not need this one
+                traceback.print_exc()
+                skipped.append(stage.name)
             free_memory()
             seconds[stage.name] = time.perf_counter() - tic
             write_times(times, preset, settings, device, seconds, skipped)

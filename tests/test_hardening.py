@@ -347,7 +347,7 @@ def test_dvc_itself_ignores_the_temporaries(tmp_path):
 def test_an_unknown_preset_stops_the_first_stage_with_a_clear_error_and_writes_nothing(project, monkeypatch):
     (project / "params.yaml").write_text("preset: nope\neps: 8\n")
     monkeypatch.chdir(project)
-    with pytest.raises(ParamError, match="preset = 'nope' is unknown; allowed: cifar10, cifar10_cpu, fashion_mnist"):
+    with pytest.raises(ParamError, match="preset = 'nope' is unknown; allowed: cifar10, cifar10_cpu, cifar10_fast, fashion_mnist"):
         runpy.run_path(str(ROOT / "stages" / "check_params.py"), run_name="__main__")
     assert not (project / "metrics").exists()
     (project / "params.yaml").write_text("preset: tiny\neps: 8\n")

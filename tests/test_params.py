@@ -31,14 +31,14 @@ def edit(project, top=None, **sections):
 
 
 def test_every_shipped_preset_is_valid(project):
-    assert available_presets(project) == ["cifar10", "cifar10_cpu", "fashion_mnist", "imagenette", "tiny"]
+    assert available_presets(project) == ["cifar10", "cifar10_cpu", "cifar10_fast", "fashion_mnist", "imagenette", "tiny"]
     for preset in available_presets(project):
         edit(project, {"preset": preset})
         assert load_params(project)["preset"] == preset
 
 
 @pytest.mark.parametrize("top, sections, message", [
-    ({"preset": "mnist"}, {}, "preset = 'mnist' is unknown; allowed: cifar10, cifar10_cpu, fashion_mnist, imagenette, tiny"),
+    ({"preset": "mnist"}, {}, "preset = 'mnist' is unknown; allowed: cifar10, cifar10_cpu, cifar10_fast, fashion_mnist, imagenette, tiny"),
     ({"eps": -1}, {}, r"eps = -1 must be an integer in \[0, 255\]"),
     ({"eps": 256}, {}, r"eps = 256 must be an integer in \[0, 255\]"),
     ({"eps": "8/255"}, {}, "eps = '8/255' must be an integer"),
