@@ -23,6 +23,7 @@ import platform
 import re
 import runpy
 import shlex
+import signal
 import sys
 import tarfile
 import tempfile
@@ -101,7 +102,7 @@ def instances(name: str, body: dict, context: dict):
         yield name, None
 
 
-def stages(root: Path = ROOT) -> list[Stage]:
+def stages(root: Path = Path(".")) -> list[Stage]:
     """Every stage instance of dvc.yaml with its command, deps and outs, in dvc.yaml's order."""
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     context = variables(spec, root)
@@ -186,9 +187,10 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> i
     """Every stage in order; stage_times.md beside the archive after each stage (so a run cut off
     from outside still reports its times), and the archive of whatever was made, even after a failure."""
     settings = {"preset": preset, **settings}
-    params = ROOT / "params.yaml"
+    params = Path("params.yaml")
     params.write_text(switched(params.read_text(), settings))
     times = archive.parent / "stage_times.md"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # killed by a time limit: still pack (finally)
     device, seconds, skipped, started = device_name(), {}, [], time.perf_counter()
     found = stages()
     needs_of = needs(found)

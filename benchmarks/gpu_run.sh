@@ -31,7 +31,7 @@ run)
     fi
     export PYTHONUNBUFFERED=1
     mkdir -p "$out"
-    python3 benchmarks/gpu_run.py run "$preset" --archive "$out/$preset.tar.gz" "$@" ;;
+    exec python3 benchmarks/gpu_run.py run "$preset" --archive "$out/$preset.tar.gz" "$@" ;;
 *)
     echo "usage: $0 wheels | run PRESET OUT [-S key=value ...]" >&2; exit 2 ;;
 esac

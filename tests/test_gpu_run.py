@@ -1,0 +1,108 @@
+"""benchmarks/gpu_run.py: dvc.yaml's stages resolved and ordered without DVC, run in one process,
+a failed stage skipping only what needs it, and the results packed and gathered into
+metrics/<preset>/ and reports/<preset>/ (the whole `tiny` preset through benchmarks/gpu_run.sh)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_run  # noqa: E402
+
+
+def test_the_stages_are_dvcs_own_and_each_runs_after_what_it_needs():
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.split()
+    found = gpu_run.stages(ROOT)
+    assert sorted(s.name for s in found) == sorted(listed)
+    position = {s.name: i for i, s in enumerate(gpu_run.ordered(found))}
+    for stage, producers in gpu_run.needs(found).items():
+        assert all(position[p] < position[stage] for p in producers), stage
+    by_name = {s.name: s for s in found}
+    assert by_name["attack@sw20-l2"].cmd.endswith("python stages/attack.py sw20 l2")
+    assert "models/advknn_at_l2.safetensors" in by_name["attack@sw20-l2"].deps
+    assert {"advknn_block@at-l2", "tune@at"} <= gpu_run.needs(found)["attack@sw20-l2"]
+    assert "attack@ask-cosine" in gpu_run.needs(found)["report"]   # through the folder dep metrics/attack
+
+
+PROJECT = {
+    "params.yaml": "preset: a\neps: 1\n",
+    "dvc.yaml": textwrap.dedent("""\
+        vars:
+          - params.yaml
+          - names: [one, two]
+        stages:
+          last:
+            cmd: python steps/write.py last done/last out/one.txt out/two.txt
+            deps: [steps/write.py, out]
+            outs: [done/last]
+          make:
+            foreach: ${names}
+            do:
+              cmd: python steps/write.py ${item} out/${item}.txt
+              deps: [steps/write.py]
+              outs: ["out/${item}.txt"]
+          broken:
+            cmd: python steps/fail.py
+            outs: [broken.txt]
+          after_broken:
+            cmd: python steps/write.py x after.txt broken.txt
+            deps: [broken.txt]
+            outs: [after.txt]
+        """),
+    "steps/write.py": textwrap.dedent("""\
+        import sys, pathlib
+        tag, out, *inputs = sys.argv[1:]
+        text = tag + "".join(pathlib.Path(i).read_text() for i in inputs)
+        pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(out).write_text(text)
+        """),
+    "steps/fail.py": "raise RuntimeError('this stage fails')\n",
+}
+
+
+def test_stages_run_in_order_in_process_and_a_failure_skips_only_its_dependents(tmp_path, monkeypatch):
+    for name, text in PROJECT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "metrics").mkdir()
+    monkeypatch.chdir(tmp_path)
+    status = gpu_run.run("b", {"eps": "2"}, tmp_path / "back" / "b.tar.gz", deadline=None)
+    assert status == 1
+    assert (tmp_path / "done/last").read_text() == "lastonetwo"   # ran after both instances of make
+    assert not (tmp_path / "after.txt").exists()
+    assert (tmp_path / "params.yaml").read_text() == "preset: b\neps: 2\n"
+    times = (tmp_path / "back" / "stage_times.md").read_text()
+    assert "failed or not run (deadline, or a stage it needs failed): broken, after_broken" in times
+    assert "| make@one |" in times and "| after_broken |" not in times
+    with tarfile.open(tmp_path / "back" / "b.tar.gz") as tar:
+        assert "./reports/stage_times.md" in tar.getnames()
+
+
+@pytest.mark.slow
+def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp_path):
+    copy = tmp_path / "project"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    out = tmp_path / "out"
+    subprocess.run(["bash", "benchmarks/gpu_run.sh", "run", "tiny", str(out), "-S", "eps=24"], cwd=copy, check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["stage_times.md", "tiny.tar.gz"]
+    assert (out / "tiny.tar.gz").stat().st_size < 16 * 2**20   # what the device tool brings back
+    assert "over 46 stages" in (out / "stage_times.md").read_text()
+    subprocess.run([sys.executable, "benchmarks/gpu_run.py", "gather", str(out / "tiny.tar.gz")], cwd=copy, check=True)
+    assert json.loads((copy / "metrics/tiny/preset.json").read_text()) == {"preset": "tiny"}
+    assert json.loads((copy / "metrics/tiny/attack/ask_cosine.json").read_text())["eps"] == 24
+    results = (copy / "reports/tiny/results.md").read_text()
+    assert "the whole pipeline in" in results and "CPU" in results
+    assert (copy / "reports/tiny/stage_times.md").exists() and (copy / "reports/tiny/figures").is_dir()
