@@ -59,6 +59,15 @@ def all_sum(*tensors: torch.Tensor) -> None:
             dist.all_reduce(t)
 
 
+def broadcast_object(obj):
+    """Rank 0's `obj` (anything picklable) on every rank; `obj` itself in a single process."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_buffers(model: torch.nn.Module) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics, which each rank updates on its
     own shard), so held-out metrics and the saved model are the same on every rank."""
