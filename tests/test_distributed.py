@@ -1,5 +1,6 @@
 """DDP training with the gloo backend on 2 CPU processes (torch.multiprocessing.spawn), against the
-single-process loop with the same global batch; resuming, the global batch and a short last batch."""
+single-process loop with the same global batch; resuming, the global batch, a short last batch, and
+the SNN loss over the ranks."""
 from __future__ import annotations
 
 import datetime
@@ -17,8 +18,9 @@ import torch.nn.functional as F
 import yaml
 
 from askknn.data import PreparedData, make_splits, save_prepared
-from askknn.defenses import extra_term
+from askknn.defenses import SnnTerm, extra_term
 from askknn.io import load_torch, save_torch
+from askknn.losses import snn_loss
 from askknn.models import create_model
 from askknn.training import CheckpointMismatch, TrainConfig, load_checkpoint, train_model
 
@@ -178,6 +180,36 @@ def test_the_global_batch_and_the_learning_rate_grow_with_the_processes(folder, 
     assert [(h["global_batch"], h["lr"]) for h in ranks[1]["history"]] == [(100, 0.05)]
     state = load_torch(tmp_path / "c.pt")
     assert (state["world_size"], state["global_batch"]) == (2, 100)
+
+
+def snn_worker(rank: int, port: int, features: torch.Tensor, labels: torch.Tensor, out: Path) -> None:
+    """The SNN term of this rank's half of the batch, through DDP, and the weight's synchronised gradient."""
+    join(rank, port)
+    try:
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(features.shape[1], 3, dtype=torch.float64)
+        net = torch.nn.parallel.DistributedDataParallel(layer)
+        half = slice(rank * len(labels) // WORLD, (rank + 1) * len(labels) // WORLD)
+        term = SnnTerm(beta=1.0, temperature=0.5, distance="cosine", layer="f", features="adversarial")
+        loss = term(layer, None, labels[half], None, {"f": net(features[half])}, net)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad": layer.weight.grad}, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_snn_loss_over_ranks_is_the_loss_of_the_whole_batch(tmp_path):
+    torch.manual_seed(1)
+    features, labels = torch.randn(8, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    spawn(snn_worker, features, labels, tmp_path)   # no image has a same-class partner in its own half
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 3, dtype=torch.float64)
+    loss = snn_loss(layer(features), labels, 0.5, "cosine")
+    loss.backward()
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["loss"], loss.detach())
+        torch.testing.assert_close(got["grad"], layer.weight.grad)
 
 
 @pytest.mark.slow   # a pair of processes
