@@ -7,7 +7,7 @@
   G2's examples, against a reference batch of `refs_per_class` random training images per class
   plus their PGD copies. The reference labels are tiled to match the images (the authors' code
   interleaves them and so mislabels half the references; fixed here).
-- `atsnn`: + beta * soft nearest neighbour loss at one layer.
+- `atsnn`: + beta * soft nearest neighbour loss at one layer, over the global batch under torchrun.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch
 
 from askknn.attacks.ask import SharedReferenceASK
 from askknn.data import PreparedData, to_float
+from askknn.distributed import gather_batch
 from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.training import TrainConfig
 
@@ -56,7 +57,13 @@ class AskDefTerm:
 
 
 class SnnTerm:
-    """beta * soft nearest neighbour loss on one layer's features of the clean or adversarial batch."""
+    """beta * soft nearest neighbour loss on one layer's features of the clean or adversarial batch.
+
+    Under torchrun the loss pairs every image with the whole global batch, not only its rank's slice:
+    each rank gathers the features and labels of all ranks and computes the single-process loss of
+    the global batch. The gather's backward sums the ranks' (equal) gradients for each rank's own
+    features, W times the single-process gradient, and DDP divides the summed parameter gradients by
+    the W ranks: the update is the single-process one."""
 
     def __init__(self, beta: float, temperature: float, distance: str, layer: str, features: str):
         self.beta, self.temperature, self.distance, self.layer = beta, temperature, distance, layer
@@ -66,7 +73,7 @@ class SnnTerm:
     def __call__(self, model, x, y, x_adv, feats, net=None) -> torch.Tensor:
         net = model if net is None else net   # the DDP wrapper under torchrun: its forward syncs gradients
         f = feats[self.layer] if self.adversarial else net(x, [self.layer], head=False)[self.layer]
-        return self.beta * snn_loss(f, y, self.temperature, self.distance)
+        return self.beta * snn_loss(gather_batch(f), gather_batch(y), self.temperature, self.distance)
 
 
 def train_config(method: str, params: dict) -> TrainConfig:

@@ -59,6 +59,42 @@ def all_sum(*tensors: torch.Tensor) -> None:
             dist.all_reduce(t)
 
 
+def broadcast_object(obj):
+    """Rank 0's `obj` (anything picklable) on every rank; `obj` itself in a single process."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class _GatherBatch(torch.autograd.Function):
+    """Every rank's tensor (the same shape on every rank), concatenated in rank order. Backward: each
+    rank's loss gives a gradient for the whole gathered tensor; they are summed over the ranks and
+    each rank keeps its own part, the gradient of the ranks' summed losses with respect to its input."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        ctx.rows = len(t)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)   # reduced in place: not autograd's buffer
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
+def gather_batch(t: torch.Tensor) -> torch.Tensor:
+    """The global batch of a per-rank tensor, differentiable with respect to this rank's part; `t`
+    itself in a single process. The shapes must agree on all ranks, as the training loop's slices do
+    (askknn.training.epoch_order)."""
+    return _GatherBatch.apply(t) if dist.is_initialized() else t
+
+
 def broadcast_buffers(model: torch.nn.Module) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics, which each rank updates on its
     own shard), so held-out metrics and the saved model are the same on every rank."""

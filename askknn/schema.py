@@ -176,8 +176,10 @@ class Model(Section):
 class Train(Section):
     """Adversarial training (AT, PGD on CE); the defenses add one term to it (see methods)."""
     epochs: integer(1, 10**4) = doc("training epochs")
-    batch_size: integer(1, 10**5) = doc("training batch size")
-    lr: number(0, 10, low_open=True) = doc("SGD learning rate")
+    batch_size: integer(1, 10**5) = doc("training batch size of one process: under torchrun the global batch "
+                                        "is train.nproc x batch_size")
+    lr: number(0, 10, low_open=True) = doc("SGD learning rate of one process's batch; under torchrun it is "
+                                           "multiplied by the number of processes (linear scaling)")
     momentum: number(0, 1) = doc("SGD momentum")
     nesterov: Bool = doc("Nesterov momentum")
     weight_decay: number(0, 1) = doc("SGD weight decay")
@@ -199,8 +201,8 @@ class Train(Section):
     launcher: one_of("python", "torchrun") = doc("torchrun: the stage starts itself again under torchrun "
                                                  "--standalone with train.nproc processes (DDP: one per GPU, "
                                                  "or gloo on the CPU); python: one process")
-    nproc: integer(1, 1024) = doc("processes (GPUs) of one machine under torchrun; the global batch stays "
-                                  "train.batch_size, split over them")
+    nproc: integer(1, 1024) = doc("processes (GPUs) of one machine under torchrun; each trains on "
+                                  "train.batch_size images per step, the learning rate scaled by their number")
 
 
 class DkNN(Section):

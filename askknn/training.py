@@ -14,9 +14,12 @@ on every device and rank); random starts and augmentations are drawn on the devi
 Under torchrun (askknn.distributed) the model is wrapped in DistributedDataParallel and every pass
 whose gradient trains it, the loss terms' included, goes through the wrapper's forward (the only
 path that synchronises gradients); attacks use the bare module, as they only need input gradients.
+train.batch_size is the batch of one process: with W processes the global batch is W x batch_size
+and the learning rate W x lr (linear scaling, Goyal et al. 2017), which rank 0 states at the start.
 Each rank takes its slice of every global batch of the same epoch permutation, BatchNorm is
 synchronised on CUDA (SyncBatchNorm), losses and held-out metrics are summed over the ranks, and rank
-0 alone writes the checkpoint. A single process skips all of it and computes what it always did.
+0 alone reads and writes the checkpoint, which records the world size and the global batch. A single
+process skips all of it and computes what it always did.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from tqdm import tqdm
 
 from askknn.attacks.pgd import PGD
 from askknn.data import PreparedData, to_float
-from askknn.distributed import all_sum, broadcast_buffers, is_main, rank_and_world
+from askknn.distributed import all_sum, broadcast_buffers, broadcast_object, is_main, rank_and_world
 from askknn.io import load_torch, save_torch
 
 
@@ -74,14 +77,22 @@ class TrainConfig:
         return PGD(w["eps"] / 255, steps=w["steps"], step_size=w["step_size"] / 255,
                    train_mode=self.attack_mode == "train")
 
-    def lr_at(self, epoch: int, progress: float = 0.0) -> float:
-        """The learning rate `progress` (0 to 1) of the way through `epoch`. onecycle is the cyclic
-        schedule of fast AT (Wong, Rice & Kolter 2020): linear from 0 up to lr at 40% of training,
-        then linear down to 0 at the end."""
+    def global_batch(self, world: int) -> int:
+        """Images per optimizer step: batch_size on each of `world` processes."""
+        return self.batch_size * world
+
+    def peak_lr(self, world: int = 1) -> float:
+        """lr scaled linearly with the world size (the global batch grows with it)."""
+        return self.lr * world
+
+    def lr_at(self, epoch: int, world: int = 1, progress: float = 0.0) -> float:
+        """The learning rate `progress` (0 to 1) of the way through `epoch`, scaled with the world
+        size. onecycle is the cyclic schedule of fast AT (Wong, Rice & Kolter 2020): linear from 0 up
+        to the peak at 40% of training, then linear down to 0 at the end."""
         if self.schedule == "onecycle":
             t = (epoch + progress) / self.epochs
-            return self.lr * (t / 0.4 if t < 0.4 else (1 - t) / 0.6)
-        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+            return self.peak_lr(world) * (t / 0.4 if t < 0.4 else (1 - t) / 0.6)
+        return self.peak_lr(world) * self.gamma ** sum(epoch >= m for m in self.milestones)
 
 
 def effective_precision(precision: str, device) -> str:
@@ -137,21 +148,56 @@ def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size
     return {"loss": loss.item() / n, "accuracy": correct.item() / n}
 
 
-def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list]:
-    """(epochs done, history) from `path`, or (0, []) to start over. A checkpoint that cannot be read
-    (truncated, refused by weights_only loading, or of another shape) never blocks training: it is
-    renamed aside to `<name>.unreadable`, a warning names it, and the model and optimizer keep their
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint written by another number of processes or with another global batch."""
+
+
+def read_checkpoint(path: Path):
+    """What rank 0 finds at `path`: the checkpoint, None if there is none, or the exception reading it
+    raised. Only rank 0 reads, as only rank 0 writes: on several machines only its node has the file."""
+    if not is_main() or not path.exists():
+        return None
+    try:
+        return load_torch(path)
+    except Exception as exc:   # sent to every rank, which all start over alike
+        return exc
+
+
+def check_layout(path: Path, state: dict, world: int, global_batch: int) -> None:
+    """Refuse a checkpoint written by another number of processes or with another global batch: the
+    run would not continue as it began (other batches, learning rate and random streams)."""
+    # A checkpoint from before these keys were saved is taken as one process's at train.batch_size
+    # (which its name fixes), so it still resumes in one process.
+    run = {"world size": world, "global batch": global_batch}
+    saved = {"world size": state.get("world_size", 1), "global batch": state.get("global_batch", global_batch // world)}
+    differ = [f"{k} {saved[k]} (this run: {run[k]})" for k in run if saved[k] != run[k]]
+    if differ:
+        raise CheckpointMismatch(f"checkpoint {path} was written with {', '.join(differ)}; resume with the "
+                                 f"same number of processes (torchrun --nproc-per-node, train.nproc) and "
+                                 f"train.batch_size, or delete the checkpoint to start over")
+
+
+def load_checkpoint(path: Path, model, optimizer, world: int, global_batch: int) -> tuple[int, list]:
+    """(epochs done, history) from `path`, or (0, []) to start over. Rank 0 reads the checkpoint and
+    every rank loads rank 0's copy. One written by another number of processes (`world`) or with
+    another `global_batch` raises CheckpointMismatch, on every rank alike. A checkpoint that cannot
+    be read (truncated, refused by weights_only loading, or of another shape) never blocks training: it
+    is renamed aside to `<name>.unreadable`, a warning names it, and the model and optimizer keep their
     fresh state, so the run is the same as one that never had a checkpoint."""
     import copy
     import os
     import warnings
 
     path = Path(path)
-    if not path.exists():
+    state = broadcast_object(read_checkpoint(path))
+    if state is None:
         return 0, []
+    if isinstance(state, dict):
+        check_layout(path, state, world, global_batch)
     fresh_model, fresh_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     try:
-        state = load_torch(path)
+        if isinstance(state, Exception):
+            raise state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         epoch, history = int(state["epoch"]), list(state["history"])
@@ -167,6 +213,16 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list]:
     return epoch, history
 
 
+def epoch_order(n: int, world: int) -> torch.Tensor:
+    """The epoch's permutation of the n training images (CPU generator: the same on every device and
+    rank), cut to a multiple of the world size. The last global batch then splits into equal, non-empty
+    slices: a rank without images would make its loss NaN (cross-entropy of nothing), and unequal slices
+    would weigh images unequally in DDP's average of the ranks' gradients. At most world - 1 images
+    are left out of an epoch, different ones every epoch; a single process keeps them all."""
+    order = torch.randperm(n)
+    return order[:n - n % world]
+
+
 def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, extra_term: ExtraTerm | None = None,
                 device="cpu", log: Callable[[str], None] = print) -> list[dict]:
     """Train `model` in place, resuming from `checkpoint` if it exists; returns per-epoch history."""
@@ -178,10 +234,14 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    start, history = load_checkpoint(checkpoint, model, optimizer)
+    rank, world = rank_and_world()
+    global_batch = cfg.global_batch(world)
+    start, history = load_checkpoint(checkpoint, model, optimizer, world, global_batch)
+    if world > 1 and is_main():
+        log(f"global batch {global_batch} = {world} x {cfg.batch_size}, lr {cfg.peak_lr(world):g} = "
+            f"{world} x {cfg.lr:g} (linear scaling)")
     if start and is_main():
         log(f"resuming from {checkpoint} after epoch {start}")
-    rank, world = rank_and_world()
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -195,17 +255,17 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(epoch)
-        order = torch.randperm(len(y_train))   # CPU generator: the same order on every device and rank
+            group["lr"] = cfg.lr_at(epoch, world)
+        order = epoch_order(len(y_train), world)
         if world > 1:   # then independent random starts and crops on every rank
             torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
         tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device)
-        for start_idx in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        for start_idx in tqdm(range(0, len(order), global_batch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                               leave=False, disable=None if is_main() else True):  # no bar off a terminal
             if cfg.schedule == "onecycle":
                 for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr_at(epoch, start_idx / len(order))
-            idx = order[start_idx:start_idx + cfg.batch_size].tensor_split(world)[rank]   # this rank's slice
+                    group["lr"] = cfg.lr_at(epoch, world, start_idx / len(order))
+            idx = order[start_idx:start_idx + global_batch].tensor_split(world)[rank]   # this rank's slice
             idx = idx.to(device, non_blocking=True)
             x, y = to_float(x_train[idx]), y_train[idx]
             if cfg.augment == "crop_flip":
@@ -229,11 +289,13 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         all_sum(total)
         broadcast_buffers(model)
         clean, robust = evaluate(model, x_val, y_val, device=device), evaluate(model, x_val, y_val, val_attack, device=device)
-        history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch), "train_loss": total.item() / len(order),
+        history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch, world), "global_batch": global_batch,
+                        "train_loss": total.item() / len(order),
                         "val_loss": clean["loss"], "val_clean_accuracy": clean["accuracy"],
                         "val_pgd_accuracy": robust["accuracy"], "epoch_seconds": epoch_time})
         if is_main():
             log(" ".join(f"{k}={v:.4g}" for k, v in history[-1].items()))
             save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "epoch": epoch + 1, "history": history})
+                                    "epoch": epoch + 1, "history": history, "world_size": world,
+                                    "global_batch": global_batch})
     return history

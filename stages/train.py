@@ -7,7 +7,7 @@ import dataclasses
 
 from askknn.data import IMAGES, TRAIN_SPLITS, PreparedData, sha256_file
 from askknn.defenses import extra_term, train_config
-from askknn.distributed import is_main, relaunch, setup, teardown, under_torchrun
+from askknn.distributed import is_main, rank_and_world, relaunch, setup, teardown, under_torchrun
 from askknn.io import save_weights, write_json, write_text
 from askknn.params import METHODS, load_params
 from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_path,
@@ -34,19 +34,20 @@ def main() -> None:
     checkpoint = MODELS / "checkpoints" / f"{method}-{key}.pt"
     history = train_model(model, data, cfg, checkpoint, term, run_device)
     if is_main():
-        write_outputs(method, params, model, history)
+        write_outputs(method, params, cfg, model, history)
         checkpoint.unlink()
     teardown()
 
 
-def write_outputs(method: str, params: dict, model, history: list[dict]) -> None:
+def write_outputs(method: str, params: dict, cfg, model, history: list[dict]) -> None:
     save_weights(model_path(method), model.state_dict(), {"model": params["model"]["name"], "method": method})
     rows = ["epoch,train_loss,val_loss,val_clean_accuracy,val_pgd_accuracy,epoch_seconds"]
     rows += [",".join(str(h[c]) for c in rows[0].split(",")) for h in history]
     write_text(PLOTS / f"train_{method}.csv", "\n".join(rows) + "\n")
-    last = history[-1]
+    last, world = history[-1], rank_and_world()[1]
     write_json(METRICS / "train" / f"{method}.json", {
-        "epochs": last["epoch"], "val_clean_accuracy": last["val_clean_accuracy"],
+        "epochs": last["epoch"], "global_batch": cfg.global_batch(world), "lr": cfg.peak_lr(world),
+        "val_clean_accuracy": last["val_clean_accuracy"],
         "val_pgd_accuracy": last["val_pgd_accuracy"],
         "epoch_seconds": sum(h["epoch_seconds"] for h in history) / len(history)})
 

@@ -232,7 +232,7 @@ def test_a_checkpoint_that_loads_halfway_leaves_the_fresh_model_untouched(tmp_pa
     other = torch.nn.Linear(3, 2)   # the model loads, the optimizer's state does not
     save_torch(tmp_path / "c.pt", {"model": other.state_dict(), "optimizer": {"bad": 1}, "epoch": 3, "history": []})
     with pytest.warns(RuntimeWarning, match="c.pt cannot be resumed"):
-        assert load_checkpoint(tmp_path / "c.pt", model, optimizer) == (0, [])
+        assert load_checkpoint(tmp_path / "c.pt", model, optimizer, 1, 100) == (0, [])
     for key in fresh:
         assert torch.equal(model.state_dict()[key], fresh[key])
 

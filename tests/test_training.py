@@ -215,3 +215,15 @@ def test_bad_defense_parameters_fail_at_once(tmp_path, method, key, value, messa
     (tmp_path / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset))
     with pytest.raises(ParamError, match=message):
         load_params(tmp_path)
+
+
+def test_onecycle_rises_linearly_to_the_peak_at_40_percent_then_falls_to_zero_and_scales_with_the_world():
+    cfg = TrainConfig(epochs=10, lr=0.2, schedule="onecycle")
+    assert cfg.lr_at(0) == 0
+    assert cfg.lr_at(2) == pytest.approx(0.1)
+    assert cfg.lr_at(4) == pytest.approx(0.2)
+    assert cfg.lr_at(7) == pytest.approx(0.1)
+    assert cfg.lr_at(9, progress=1.0) == pytest.approx(0.0)
+    assert cfg.lr_at(4, world=4) == pytest.approx(0.8)
+    step = TrainConfig(epochs=10, lr=0.1, milestones=[5], gamma=0.1)
+    assert (step.lr_at(4), step.lr_at(5, progress=0.5)) == (pytest.approx(0.1), pytest.approx(0.01))
