@@ -275,7 +275,12 @@ def credibility_detection(outcomes: dict) -> dict:
             "mean_adversarial": float(cred["adversarial"][fooled].mean()) if fooled.any() else None}
 
 
-def outcome(result: dict, judge: str) -> str:
-    """Per-image outcomes under attack (1 = still correct), for paired tests in the report."""
-    return pack(result["outcomes"][judge]["adversarial"])
+def outcome(result: dict, judge: str) -> dict:
+    """Per-image outcomes, packed: `robust` (1 = correct clean and under attack), for the report's
+    paired tests, and `clean` (1 = correct clean), which bounds it image by image."""
+    return paired(result["outcomes"][judge]["adversarial"], result["outcomes"][judge]["clean"])
+
+
+def paired(robust: np.ndarray, clean: np.ndarray) -> dict:
+    return {"robust": pack(robust), "clean": pack(clean)}
 

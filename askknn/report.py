@@ -87,7 +87,8 @@ def metrics(kind: str, name: str) -> dict:
 
 
 def outcomes(kind: str, name: str) -> dict:
-    return read_json(OUTCOMES / kind / f"{name}.json")
+    """The per-image robust outcomes of a stage (1 = correct clean and under attack)."""
+    return read_json(OUTCOMES / kind / f"{name}.json")["robust"]
 
 
 def clean_correct(cell: dict) -> int:

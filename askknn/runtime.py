@@ -96,8 +96,16 @@ def layer_set_name(layers) -> str:
     return "+".join(layers)
 
 
+def split_outcomes(tree: dict, part: str) -> dict:
+    """The tree of `part` (robust or clean) strings from a tree whose leaves are {robust, clean}."""
+    if set(tree) == {"robust", "clean"}:
+        return tree[part]
+    return {key: split_outcomes(value, part) for key, value in tree.items()}
+
+
 def write_evaluation(kind: str, name: str, summary: dict, outcomes: dict) -> None:
     """A stage's small metrics file (metrics/<kind>/<name>.json) and its per-image outcomes
-    (outcomes/<kind>/<name>.json), the latter read only by the report's paired tests."""
+    (outcomes/<kind>/<name>.json: the `robust` tree, read by the report's paired tests, and the
+    `clean` tree of the same shape; leaves of `outcomes` are {robust, clean} packed strings)."""
     write_json(METRICS / kind / f"{name}.json", summary)
-    write_json(OUTCOMES / kind / f"{name}.json", outcomes)
+    write_json(OUTCOMES / kind / f"{name}.json", {part: split_outcomes(outcomes, part) for part in ("robust", "clean")})

@@ -4,10 +4,10 @@ first `attacks.worst_case_size` (the images of the worst case over all attacks).
 `attacks.random_starts` - 1 further independent random starts on the first
 `experiments.subset_size` images: the cell is the first start (the paper runs one); the spread over
 starts and the per-image worst case, on those first images, are reported beside it."""
-from askknn.experiments import ATTACKS, AttackSuite, cell, layer_sets, outcome
+from askknn.experiments import ATTACKS, AttackSuite, cell, layer_sets, outcome, paired
 from askknn.params import METRICS as METRIC_NAMES, load_params
 from askknn.runtime import layer_set_name, stage_arguments, write_evaluation
-from askknn.stats import pack, proportion
+from askknn.stats import proportion
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
             worst = sum(runs) == len(runs)   # correct under every start
             cells[name]["starts"] = [proportion(r) for r in runs]
             cells[name]["worst_case"] = proportion(worst)
-            outcomes[name]["worst_case"] = pack(worst)
+            outcomes[name]["worst_case"] = paired(worst, first["outcomes"][name]["clean"][:n])
     write_evaluation("attack", f"{attack}_{metric}", {"attack": attack, "metric": metric, "eps": params["eps"],
                                                       "layer_sets": cells}, outcomes)
 

@@ -13,24 +13,26 @@ import torch
 
 from askknn.attacks.pgd import PGD
 from askknn.evaluation import batches
-from askknn.experiments import AttackSuite, cell, layer_sets, outcome, run_seed
+from askknn.experiments import AttackSuite, cell, layer_sets, outcome, paired, run_seed
 from askknn.params import METHODS, load_params
 from askknn.runtime import device, layer_set_name, stage_arguments, write_evaluation
-from askknn.stats import pack, proportion, unpack
+from askknn.stats import proportion, unpack
 
 
-def pgd_outcomes(suite: AttackSuite, eps: int) -> torch.Tensor:
-    """Per evaluation image, whether the DNN is correct on it clean and under PGD at eps (in 1/255)."""
+def pgd_outcomes(suite: AttackSuite, eps: int) -> dict:
+    """Per evaluation image, whether the DNN is correct on it clean and under PGD at eps (in 1/255),
+    and whether it is correct clean."""
     exp, cfg = suite.params["experiments"], suite.cfg
     attack = PGD(eps / 255, exp["pgd_steps"], cfg["step_fraction"] * eps / 255, restarts=exp["pgd_restarts"],
                  seed=run_seed(cfg["seed"], suite.method, "pgd", eps))
-    correct = []
+    robust, clean = [], []
     for x, y in batches(*suite.evaluation_set(), cfg["batch_size"], device()):
         x_adv = attack(suite.model, x, y)
         with torch.no_grad():
-            robust = (suite.model(x).argmax(1) == y) & (suite.model(x_adv).argmax(1) == y)
-            correct.append(robust.cpu())
-    return torch.cat(correct).numpy()
+            right = suite.model(x).argmax(1) == y
+            clean.append(right.cpu())
+            robust.append((right & (suite.model(x_adv).argmax(1) == y)).cpu())
+    return {"robust": torch.cat(robust).numpy(), "clean": torch.cat(clean).numpy()}
 
 
 def worst_cases(suite: AttackSuite, outcomes: dict, eps: int, n: int) -> tuple[dict, dict]:
@@ -38,10 +40,10 @@ def worst_cases(suite: AttackSuite, outcomes: dict, eps: int, n: int) -> tuple[d
     summary, packed = {}, {}
     for ls in layer_sets(suite.params):
         name = layer_set_name(ls)
-        robust = unpack(outcomes["ask"][name])[:n] & unpack(outcomes["ask_apgd"][name])
+        robust = unpack(outcomes["ask"][name]["robust"])[:n] & unpack(outcomes["ask_apgd"][name]["robust"])
         result = suite.worst_case(ls, "cosine", eps, robust)
         summary[name] = {**proportion(result["robust"]), "cascade": result["attacks"]}
-        packed[name] = pack(result["robust"])
+        packed[name] = paired(result["robust"], unpack(outcomes["ask"][name]["clean"])[:n])
     return summary, packed
 
 
@@ -69,8 +71,8 @@ def main() -> None:
     if method != "at":
         summary["worst_case"], outcomes["worst_case"] = worst_cases(suite, outcomes, eps, n)
     pgd = {str(e): pgd_outcomes(suite, e) for e in exp["pgd_eps"]}
-    summary["pgd"] = {e: proportion(ok) for e, ok in pgd.items()}
-    outcomes["pgd"] = {e: pack(ok) for e, ok in pgd.items()}
+    summary["pgd"] = {e: proportion(ok["robust"]) for e, ok in pgd.items()}
+    outcomes["pgd"] = {e: paired(ok["robust"], ok["clean"]) for e, ok in pgd.items()}
     write_evaluation("defense", method, {"method": method, "eps": eps, **summary}, outcomes)
 
 
