@@ -36,7 +36,7 @@ def old_format(folder: Path) -> bool:
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda f: str(f.relative_to(ROOT)))
 def test_no_image_is_robust_unless_it_is_correct_clean(folder):
     if folder.name == "outcomes" and folder.parent != ROOT and old_format(folder):
-        pytest.skip(f"{folder.relative_to(ROOT)} predates the convention (no clean outcomes): rerun its preset")
+        pytest.skip(f"{folder.relative_to(ROOT)} stores no clean outcomes to check against: rerun its preset")
     files = sorted(folder.rglob("*.json"))
     assert files
     for file in files:
