@@ -10,8 +10,11 @@
 - `auroc`: the area under the ROC curve of a score separating two groups, from the Mann-Whitney U
   statistic (ties count one half), with its one-sided p-value.
 
-Each verdict is a test at level `ALPHA` on its own; the reports say so (no correction for the
-number of verdicts).
+- `holm`: Holm's step-down correction of a family of directional verdicts (statsmodels): each
+  verdict is then read at family-wise level `ALPHA` with its adjusted p-value.
+
+The report corrects within each table's family of directional verdicts (Holm); an equivalence
+verdict ("within m points") is an interval, read on its own.
 """
 from __future__ import annotations
 
@@ -29,7 +32,11 @@ def as_bool(outcomes) -> np.ndarray:
 def proportion(outcomes) -> dict:
     """Mean of 0/1 outcomes with n and the Wilson 95% interval."""
     ok = as_bool(outcomes)
-    n, k = len(ok), int(ok.sum())
+    return proportion_of(int(ok.sum()), len(ok))
+
+
+def proportion_of(k: int, n: int) -> dict:
+    """k successes of n, with n and the Wilson 95% interval."""
     if n == 0:
         raise ValueError("no outcomes: an accuracy needs at least one image")
     ci = stats.binomtest(k, n).proportion_ci(CONFIDENCE, method="wilson")
@@ -47,17 +54,31 @@ def paired_test(a, b) -> dict:
             "p_value": float(p)}
 
 
+def verdict_word(test: dict, claim: str, p_value: float) -> str:
+    """`holds`, `reversed` or `not resolved at n = ...` for a directional claim at level ALPHA."""
+    if p_value >= ALPHA or test["difference"] == 0:
+        return f"not resolved at n = {test['n']}"
+    sign = -1 if claim == "lower" else 1
+    return "holds" if sign * test["difference"] > 0 else "reversed"
+
+
 def claim_verdict(a, b, claim: str) -> dict:
     """Test the claim that accuracy a is `lower` (or `higher`) than b, paired on the same images."""
     if claim not in ("lower", "higher"):
         raise ValueError(f"claim = {claim!r}; choose lower or higher")
     test = paired_test(a, b)
-    sign = -1 if claim == "lower" else 1
-    if test["p_value"] >= ALPHA or test["difference"] == 0:
-        word = f"not resolved at n = {test['n']}"
-    else:
-        word = "holds" if sign * test["difference"] > 0 else "reversed"
-    return {**test, "claim": claim, "verdict": word}
+    return {**test, "claim": claim, "verdict": verdict_word(test, claim, test["p_value"])}
+
+
+def holm(verdicts: list[dict]) -> list[dict]:
+    """The directional verdicts of one family, each with `p_holm` (Holm-adjusted), `family_size`
+    and its verdict read from the adjusted p-value."""
+    from statsmodels.stats.multitest import multipletests
+    if not verdicts:
+        return []
+    adjusted = multipletests([v["p_value"] for v in verdicts], alpha=ALPHA, method="holm")[1]
+    return [{**v, "p_holm": float(p), "family_size": len(verdicts), "verdict": verdict_word(v, v["claim"], p)}
+            for v, p in zip(verdicts, adjusted)]
 
 
 def equivalence_verdict(a, b, margin: float, seed: int = 0) -> dict:

@@ -106,3 +106,14 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
     results = (copy / "reports/tiny/results.md").read_text()
     assert "the whole pipeline in" in results and "CPU" in results
     assert (copy / "reports/tiny/stage_times.md").exists() and (copy / "reports/tiny/figures").is_dir()
+
+
+def test_verdict_stability_counts_changes_and_reversals():
+    import verdict_stability
+    first = [{"claim": c, "source": "s", "verdict": v} for c, v in
+             (("a", "holds"), ("b", "not resolved at n = 10"), ("c", "reversed"), ("d", "holds"))]
+    second = [{"claim": c, "source": "s", "verdict": v} for c, v in
+              (("d", "holds"), ("a", "reversed"), ("b", "holds"), ("c", "not resolved at n = 10"))]
+    rows = verdict_stability.compare(first, second)
+    assert [r["changed"] for r in rows] == [True, True, True, False]
+    assert [r["reversed"] for r in rows] == [True, False, False, False]

@@ -257,3 +257,20 @@ def test_advknn_ascends_away_from_the_true_label(digits, digits_model, digits_ba
     x, y = digits_eval
     _, labels = AdvKnnAttack(block, digits_bank, ["conv4"], 8 / 255).prepare(digits_model, x, y)
     assert torch.equal(labels["conv4"], y)
+
+
+def test_holm_corrects_within_a_family_and_only_there():
+    """Six discordant pairs all one way: exact McNemar p = 2 / 2^6 = 0.031, a hold on its own; three
+    such claims in one family have Holm-adjusted p = 3 x 0.031 = 0.094: not resolved. A family of
+    one keeps its p-value."""
+    from askknn.report import Verdicts
+    verdicts = Verdicts()
+    a, b = "000000" + "1" * 20, "111111" + "1" * 20
+    text = "".join(verdicts.claim(f"claim {i}", "paper Table 9; a group", a, b, "lower") for i in range(3))
+    text += verdicts.claim("alone", "paper Table 6", a, b, "lower") + verdicts.tally()
+    final = verdicts.finalize(text)
+    assert [r["verdict"] for r in verdicts.records] == ["not resolved at n = 26"] * 3 + ["holds"]
+    assert verdicts.records[0]["p_value"] == pytest.approx(0.03125)
+    assert verdicts.records[0]["p_holm"] == pytest.approx(0.09375)
+    assert "Holm-adjusted p = 0.094 (3 tests in the family)" in final
+    assert "Of these 4 tests: 1 hold, 0 reversed, 3 not resolved." in final and "\x00" not in final

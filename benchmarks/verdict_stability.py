@@ -1,0 +1,96 @@
+"""How stable are the report's verdicts? Re-runs a preset with other training and attack seeds and
+compares the two metrics/verdicts.json (not a stage: it runs the whole pipeline once more).
+
+    python benchmarks/verdict_stability.py                   # the default preset, seeds + 1
+    python benchmarks/verdict_stability.py --offset 7
+
+The committed verdicts (metrics/verdicts.json, from `dvc repro`) are the first set. The second comes
+from a copy of the project's tracked files in a temporary folder, where the preset's train.seed and
+attacks.seed are raised by `--offset` and every stage runs in one process (benchmarks/gpu_run.py).
+Writes reports/verdict_stability.md: how many verdicts changed, which, and whether any reversed
+(holds <-> reversed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+from askknn.io import write_text  # noqa: E402
+
+
+def word(verdict: str) -> str:
+    return verdict.split(" at n")[0]
+
+
+def compare(first: list[dict], second: list[dict]) -> list[dict]:
+    """Per claim (matched by its text and source): both verdicts, and whether they differ."""
+    other = {(v["claim"], v["source"]): v for v in second}
+    rows = []
+    for v in first:
+        w = other.get((v["claim"], v["source"]))
+        if w is None:
+            raise SystemExit(f"the second run has no verdict for {v['claim']!r} ({v['source']})")
+        a, b = word(v["verdict"]), word(w["verdict"])
+        rows.append({"claim": v["claim"], "source": v["source"], "first": a, "second": b, "changed": a != b,
+                     "reversed": {a, b} == {"holds", "reversed"}})
+    return rows
+
+
+def rerun(preset: str, offset: int, folder: Path) -> list[dict]:
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    for name in files:
+        source = ROOT / name
+        if source.is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(source.read_bytes())
+    config_path = folder / "presets" / f"{preset}.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["train"]["seed"] += offset
+    config["attacks"]["seed"] += offset
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    top = yaml.safe_load((ROOT / "params.yaml").read_text())
+    subprocess.run([sys.executable, "benchmarks/gpu_run.py", "run", preset, "-S", f"eps={top['eps']}",
+                    "--archive", str(folder / "out" / "run.tar.gz")], cwd=folder, check=True)
+    return json.loads((folder / "metrics" / "verdicts.json").read_text())["verdicts"]
+
+
+def write_report(rows: list[dict], preset: str, offset: int) -> None:
+    changed = [r for r in rows if r["changed"]]
+    reversed_ = [r for r in rows if r["reversed"]]
+    lines = ["# Verdict stability\n",
+             f"Written by `python benchmarks/verdict_stability.py --offset {offset}`: the `{preset}` preset run again "
+             f"with train.seed and attacks.seed raised by {offset} (every model retrained, every attack redrawn), "
+             f"its verdicts compared with the committed `metrics/verdicts.json`.\n",
+             f"- verdicts compared: {len(rows)}",
+             f"- changed: {len(changed)} ({100 * len(changed) / len(rows):.1f}%)",
+             f"- reversed (holds <-> reversed): {len(reversed_)}\n"]
+    if changed:
+        lines += ["| claim | source | committed | rerun |", "|---|---|---|---|"]
+        lines += [f"| {r['claim']} | {r['source']} | {r['first']} | {r['second']} |" for r in changed]
+    write_text(ROOT / "reports" / "verdict_stability.md", "\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--offset", type=int, default=1, help="added to train.seed and attacks.seed")
+    args = parser.parse_args()
+    preset = yaml.safe_load((ROOT / "params.yaml").read_text())["preset"]
+    first = json.loads((ROOT / "metrics" / "verdicts.json").read_text())["verdicts"]
+    with tempfile.TemporaryDirectory() as tmp:
+        second = rerun(preset, args.offset, Path(tmp))
+    write_report(compare(first, second), preset, args.offset)
+    print((ROOT / "reports" / "verdict_stability.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
