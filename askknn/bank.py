@@ -10,12 +10,17 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    import faiss
+
 from askknn.data import to_float
 from askknn.io import load_npz, save_npz
-from askknn.params import METRICS, ParamError, choice
+from askknn.shared import METRICS, ParamError, choice
 
 SEARCHES = ("faiss", "torch")
 

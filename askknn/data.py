@@ -3,8 +3,9 @@
 Every dataset ends up as uint8 arrays (N, C, H, W) plus int64 labels, and a split file that
 holds the training, held-out validation, feature-bank and evaluation indices, all drawn from
 one seed. Training reads its own split file (train and val only): changing the bank or the
-evaluation split leaves its bytes, and so the training stages, untouched. Sources: torchvision's downloaders, Debian's `dataset-fashion-mnist` files, a local
-ImageFolder tree (`<root>/train/<class>/*`, `<root>/test/<class>/*`) or an archive of one.
+evaluation split leaves its bytes, and so the training stages, untouched. Sources: torchvision's
+downloaders, Debian's `dataset-fashion-mnist` files, a local ImageFolder tree (`<root>/train/<class>/*`,
+`<root>/test/<class>/*`) or an archive of one.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from askknn.io import load_npz, save_npz
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from askknn.bank import FeatureBank
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 
 class DeepKNN:

@@ -11,6 +11,8 @@ The protocol (README, "Evaluation protocol"):
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -24,7 +26,8 @@ from askknn.data import PreparedData
 from askknn.dknn import DeepKNN
 from askknn.evaluation import clean_scores, on_grid_edge, run_attack, tune
 from askknn.io import read_json
-from askknn.params import ParamError, choice
+from askknn.params import load_params
+from askknn.shared import ParamError, choice
 from askknn.runtime import (PREPARED, advknn_block_path, bank_path, config_hash, device, layer_set_name,
                             load_trained, tuning_path)
 from askknn.stats import auroc, pack, proportion
@@ -58,19 +61,32 @@ def tuning_targets(params: dict, method: str) -> list[tuple[str, tuple, str]]:
 
 
 class AttackSuite:
-    """One trained model, its bank, the held-out tuning images and the evaluation images."""
+    """One trained model, its bank, the held-out tuning images and the evaluation images.
 
-    def __init__(self, params: dict, method: str = "at"):
-        self.params, self.method = params, method
+    Built from objects; `AttackSuite.from_project(root, method)` loads them from a project's files
+    (from any working directory)."""
+
+    def __init__(self, params: dict, method: str, data: PreparedData, model, bank: FeatureBank,
+                 held_out: dict[str, np.ndarray], held_out_labels: np.ndarray, root: Path = Path(".")):
+        self.params, self.method, self.root = params, method, Path(root)
         self.cfg, self.k = params["attacks"], params["dknn"]["k"]
-        self.data = PreparedData(PREPARED)
-        self.model = load_trained(method, params, self.data)
-        self.bank, extra = FeatureBank.load(bank_path(method))
-        self.held_out = {k[4:]: v for k, v in extra.items() if k.startswith("val_") and k != "val_labels"}
-        self.held_out_labels = extra["val_labels"]
+        self.data, self.model, self.bank = data, model, bank
+        self.held_out, self.held_out_labels = held_out, held_out_labels
         self.tuned: dict[tuple, dict] = {}
         self._dknns: dict[tuple, DeepKNN] = {}
         self._clean: dict[tuple, dict] = {}
+
+    @classmethod
+    def from_project(cls, root: str | Path = ".", method: str = "at", params: dict | None = None) -> "AttackSuite":
+        """The suite of `method`'s trained model in the project at `root` (then `use_tuning()` fixes the
+        hyper-parameters its tuning stage chose)."""
+        root = Path(root)
+        params = load_params(root) if params is None else params
+        data = PreparedData(root / PREPARED)
+        bank, extra = FeatureBank.load(bank_path(method, root))
+        held_out = {k[4:]: v for k, v in extra.items() if k.startswith("val_") and k != "val_labels"}
+        return cls(params, method, data, load_trained(method, params, data, root), bank, held_out,
+                   extra["val_labels"], root)
 
     # ------------------------------------------------------------ images
     def tuning_set(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +175,7 @@ class AttackSuite:
         return make, [{"steepness": a} for a in cfg["steepness_grid"][metric]]
 
     def advknn(self, layers, metric: str, eps: int):
-        path = advknn_block_path(self.method, metric)
+        path = advknn_block_path(self.method, metric, self.root)
         if not path.exists():
             raise ParamError(f"{path} is missing; run the advknn_block stage first (dvc repro advknn_block@{metric})")
         block = load_blocks(path)["single" if len(layers) == 1 else "multi"]
@@ -193,7 +209,7 @@ class AttackSuite:
 
     def use_tuning(self, path=None) -> None:
         """Fix the hyper-parameters that stage tune@<method> chose for this model."""
-        path = tuning_path(self.method) if path is None else path
+        path = tuning_path(self.method, self.root) if path is None else path
         if not path.exists():
             raise ParamError(f"{path} is missing; run the tuning stage first (dvc repro tune@{self.method})")
         for cell in read_json(path)["cells"]:
@@ -221,7 +237,8 @@ class AttackSuite:
                         sorted(options.items()), start)
         judges = judges or {layer_set_name(layers): self.dknn(layers, metric)}
         images, labels = self.evaluation_set(n, indices)
-        clean = self.clean(judges, images, labels, len(labels) if indices is None else tuple(np.asarray(indices).tolist()))
+        selection = len(labels) if indices is None else tuple(np.asarray(indices).tolist())
+        clean = self.clean(judges, images, labels, selection)
         result = run_attack(make(seed, **hyper), self.model, images, labels, judges, self.cfg["batch_size"], device(),
                             clean)
         return {**result, "hyper": hyper, "seed": seed}

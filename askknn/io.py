@@ -103,8 +103,9 @@ def load_torch(path, map_location="cpu"):
     except FileNotFoundError:
         raise
     except Exception as exc:   # truncated zip, bad pickle, refused global: all "cannot be read"
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
         reason = ("refused by weights_only loading: it holds more than tensors and plain containers"
-                  if "weights_only" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                  if "weights_only" in str(exc) else f"{type(exc).__name__}: {first_line}")
         raise UnreadableFile(f"{path} cannot be read ({reason})") from exc
 
 

@@ -12,7 +12,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from askknn.params import METRICS, ParamError
+from askknn.shared import METRICS, ParamError
 
 
 def in_fp32(fn):

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from askknn.params import LAYERS, ParamError
+from askknn.shared import LAYERS, ParamError
 
 _REGISTRY: dict[str, Callable[..., "BlockNet"]] = {}
 

@@ -9,14 +9,7 @@ from pathlib import Path
 
 import yaml
 
-METRICS = ("cosine", "l2")
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-METHODS = ("at", "at_wide", "askdef", "atsnn")   # here, not in defenses: stages that only
-# name a method must not depend on the training code
-
-
-class ParamError(ValueError):
-    """A parameter value that cannot work; the message names the parameter and the fix."""
+from askknn.shared import ParamError
 
 
 def presets_dir(root: str | Path = ".") -> Path:
@@ -57,38 +50,3 @@ def load_params(root: str | Path = ".") -> dict:
     switches = schema.check(schema.Switches, top, "params.yaml")
     config = schema.check(schema.Preset, read_yaml(presets_dir(root) / f"{preset}.yaml"), f"presets/{preset}.yaml")
     return {**config.model_dump(), **switches.model_dump()}
-
-
-def choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ParamError(f"{name} = {value!r} is not allowed; choose one of: "
-                         f"{', '.join(map(str, allowed))}")
-
-
-def in_range(name: str, value, low, high, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
-        what = "an integer" if integer else "a number"
-        raise ParamError(f"{name} = {value!r} must be {what} in [{low}, {high}]")
-
-
-def layers_of(name: str, layers, allowed=LAYERS) -> None:
-    if not layers:
-        raise ParamError(f"{name} is empty; list one or more of: {', '.join(allowed)}")
-    for layer in layers:
-        if layer not in allowed:
-            raise ParamError(f"{name} lists {layer!r}, a layer the model does not have; "
-                             f"the model's layers are: {', '.join(allowed)}")
-
-
-def eps_value(name: str, value) -> None:
-    in_range(name, value, 0, 255, integer=True)
-
-
-def validate(p: dict) -> None:
-    """Check a merged params dict (switches plus preset sections) against askknn/schema.py."""
-    from askknn import schema
-
-    schema.check(schema.Switches, {k: v for k, v in p.items() if k in schema.Switches.model_fields}, "params.yaml")
-    schema.check(schema.Preset, {k: v for k, v in p.items() if k not in schema.Switches.model_fields},
-                 f"presets/{p.get('preset')}.yaml")

@@ -156,8 +156,8 @@ class Verdicts:
             adjusted = holm([{**self.records[i], "claim": self.records[i]["direction"]} for i in members])
             for i, v in zip(members, adjusted):
                 self.records[i].update(p_holm=v["p_holm"], family_size=v["family_size"], verdict=v["verdict"])
-        return re.sub("\x00(claim|tally) (\\d+)\x00", lambda m: (self.claim_line if m[1] == "claim" else self.tally_line)(
-            int(m[2])), text)
+        lines = {"claim": self.claim_line, "tally": self.tally_line}
+        return re.sub("\x00(claim|tally) (\\d+)\x00", lambda m: lines[m[1]](int(m[2])), text)
 
     def claim_line(self, i: int) -> str:
         v = self.records[i]
@@ -246,7 +246,8 @@ def training(params, verdicts) -> str:
     rows = {METHOD_NAMES[m]: metrics("train", m) for m in METHOD_NAMES}
     n_val = metrics("", "data")["val_images"]
     at_seconds = rows["AT"]["epoch_seconds"]
-    df = pd.DataFrame({name: {"epochs": r["epochs"], "held-out clean acc.": rate_with_ci(r["val_clean_accuracy"], n_val),
+    df = pd.DataFrame({name: {"epochs": r["epochs"],
+                              "held-out clean acc.": rate_with_ci(r["val_clean_accuracy"], n_val),
                               "held-out PGD acc.": rate_with_ci(r["val_pgd_accuracy"], n_val),
                               "seconds per epoch": f"{r['epoch_seconds']:.1f}",
                               "epoch time / AT's": f"{r['epoch_seconds'] / at_seconds:.2f}"}
@@ -327,7 +328,7 @@ def table1(params, verdicts) -> str:
                                                "beyond the paper: a stronger evaluation", packed,
                                                outs["ask"][name]["start_0"], "lower"))
                 stronger_records.append(verdicts.records[-1])
-            drop = proportion(unpack(outs["ask"][name]["start_0"])[:n_worst])["accuracy"] - proportion(unpack(worst))["accuracy"]
+            drop = unpack(outs["ask"][name]["start_0"])[:n_worst].mean() - unpack(worst).mean()
             stronger.append(f"- the worst case over all five attacks, {name}, {metric}: {100 * drop:.1f} points below "
                             f"ASK-Atk (a number: the worst case includes ASK-Atk)\n")
             stronger.append(verdicts.claim(f"SW20 lower than DkNN-Atk, {name}, {metric}",
@@ -340,21 +341,24 @@ def table1(params, verdicts) -> str:
         out.append(f"\n### {metric} similarity (n = {n_of(cells['ask'])}; clean DkNN accuracy: "
                    + ", ".join(f"{n} {with_ci(cells['ask'][n]['clean'])}" for n in names) + ")\n\n")
         out.append(markdown(pd.DataFrame(rows).T))
-        success = pd.DataFrame({ATTACK_NAMES[a]: {n: rate_with_ci(cells[a][n]["success_rate"], clean_correct(cells[a][n]))
+        success = pd.DataFrame({ATTACK_NAMES[a]: {n: rate_with_ci(cells[a][n]["success_rate"],
+                                                                  clean_correct(cells[a][n]))
                                                   for n in names} for a in SUITE})
         out.append("\nAttack success rate (%) on the images the clean DkNN classifies correctly (ASK-APGD and SW20: "
                    f"first {n_worst}):\n\n" + markdown(success))
     out.append("\nPaired verdicts (ASK-Atk's first start against each baseline, same images):\n\n" + "".join(lines)
                + verdicts.tally(records=paper_records))
     out.append(f"\nBeyond the paper (paired on the first {n_worst} images; the goal is {GOAL_POINTS} points below "
-               f"ASK-Atk on the AT model):\n\n" + "".join(stronger) + verdicts.tally(records=stronger_records + sw20_records)
+               f"ASK-Atk on the AT model):\n\n" + "".join(stronger)
+               + verdicts.tally(records=stronger_records + sw20_records)
                + goal_statement(stronger_records))
     ask_time = {m: timing[("ASK-Atk", m)] for m in params["dknn"]["metrics"]}
     df = pd.DataFrame({f"{a} ({m})": {"ms per image": f"{1000 * t:.2f}", "time / ASK-Atk's": f"{t / ask_time[m]:.2f}"}
                        for (a, m), t in timing.items()}).T
     apgd = params["attacks"]["ask_apgd"]
-    out.append(f"\n### Attack time (mean over layer sets; ASK-Atk, DkNN-Atk, AdvKnn, SW20: {params['attacks']['steps']} "
-               f"steps; ASK-APGD: up to {apgd['restarts']} runs of {apgd['steps']} steps, each run only on the images "
+    out.append(f"\n### Attack time (mean over layer sets; ASK-Atk, DkNN-Atk, AdvKnn, SW20: "
+               f"{params['attacks']['steps']} steps; ASK-APGD: up to {apgd['restarts']} runs of {apgd['steps']} steps, "
+               f"each run only on the images "
                f"the DkNN still classifies correctly; paper: ASK-Atk about {paper.SPEEDUP}x faster with the "
                f"baselines' own budgets)\n\n" + markdown(df))
     return "".join(out)
@@ -492,7 +496,8 @@ def figure4(params, verdicts) -> str:
     for tau in exp["tau_values"]:
         curve(axes[0], exp["k_values"], [tau_k[str(tau)][str(k)] for k in exp["k_values"]], f"tau = {tau}")
     for k_att in exp["k_values"]:
-        curve(axes[1], exp["k_values"], [attacker[str(k_att)][str(k)] for k in exp["k_values"]], f"attacker K = {k_att}")
+        curve(axes[1], exp["k_values"], [attacker[str(k_att)][str(k)] for k in exp["k_values"]],
+              f"attacker K = {k_att}")
     axes[0].set(title="K of attack = K of DkNN", xlabel="K", ylabel="DkNN accuracy %")
     axes[1].set(title="gray box: attacker's K", xlabel="DkNN's K", ylabel="DkNN accuracy %")
     for ax in axes:

@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -13,6 +16,7 @@ import torch
 from askknn.data import PreparedData
 from askknn.io import UnreadableFile, load_weights, write_json
 from askknn.models import create_model
+from askknn.shared import ParamError
 
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
@@ -37,21 +41,22 @@ def config_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def model_path(method: str) -> Path:
-    """The trained weights of `method` (safetensors: byte-identical for identical weights)."""
-    return MODELS / f"{method}.safetensors"
+def model_path(method: str, root: Path = Path(".")) -> Path:
+    """The trained weights of `method` (safetensors: byte-identical for identical weights) in the
+    project at `root` (every path function takes the project's root; the stages run in it)."""
+    return root / MODELS / f"{method}.safetensors"
 
 
-def advknn_block_path(method: str, metric: str) -> Path:
-    return MODELS / f"advknn_{method}_{metric}.safetensors"
+def advknn_block_path(method: str, metric: str, root: Path = Path(".")) -> Path:
+    return root / MODELS / f"advknn_{method}_{metric}.safetensors"
 
 
-def tuning_path(method: str) -> Path:
-    return METRICS / "tuning" / f"{method}.json"
+def tuning_path(method: str, root: Path = Path(".")) -> Path:
+    return root / METRICS / "tuning" / f"{method}.json"
 
 
-def bank_path(method: str) -> Path:
-    return BANKS / f"{method}.npz"
+def bank_path(method: str, root: Path = Path(".")) -> Path:
+    return root / BANKS / f"{method}.npz"
 
 
 def new_model(params: dict, data: PreparedData):
@@ -59,13 +64,13 @@ def new_model(params: dict, data: PreparedData):
                         width=params["model"]["width"])
 
 
-def load_trained(method: str, params: dict, data: PreparedData):
+def load_trained(method: str, params: dict, data: PreparedData, root: Path = Path(".")):
     """The trained model of `method`, in eval mode; a missing, unreadable or mismatched weights file
     is named in the error together with the stage that rebuilds it."""
-    path = model_path(method)
+    path = model_path(method, root)
     rebuild = f"dvc repro train@{method}"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run the training stage first ({rebuild})")
+        raise ParamError(f"{path} is missing; run the training stage first ({rebuild})")
     try:
         weights, meta = load_weights(path)
     except UnreadableFile as exc:
@@ -90,6 +95,19 @@ def stage_arguments(doc: str, *names: str, choices: dict | None = None) -> list[
         parser.add_argument(name, choices=(choices or {}).get(name))
     args = parser.parse_args()
     return [getattr(args, name) for name in names]
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """A stage's entry point. A bad parameter or a missing or unreadable input ends the stage with
+    its one-line message (which names the key or file and the fix) and exit status 2; with
+    ASKKNN_DEBUG=1 the traceback is shown instead."""
+    try:
+        main()
+    except (ParamError, UnreadableFile) as exc:
+        if os.environ.get("ASKKNN_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def layer_set_name(layers) -> str:

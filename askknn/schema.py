@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from askknn.data import DATASETS
 from askknn.models import list_models, scalable_models
-from askknn.params import LAYERS, METRICS, ParamError
+from askknn.shared import LAYERS, METRICS, ParamError
 
 KEY = "\x00key\x00"   # replaced by the dotted path of the failing key when an error is reported
 BIG = 10**7
@@ -529,7 +529,7 @@ def describe(model: type[BaseModel] = Preset, prefix: str = "") -> list[str]:
     lines = []
     for name, field in model.model_fields.items():
         inner = _sections(field.annotation)
-        if inner and not typing.get_origin(field.annotation) is list:
+        if inner and typing.get_origin(field.annotation) is not list:
             lines += describe(inner[0], f"{prefix}{name}.")
         else:
             lines.append(f"{prefix}{name}: {field.description}")

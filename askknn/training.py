@@ -288,7 +288,8 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
         epoch_time = time.perf_counter() - tic
         all_sum(total)
         broadcast_buffers(model)
-        clean, robust = evaluate(model, x_val, y_val, device=device), evaluate(model, x_val, y_val, val_attack, device=device)
+        clean = evaluate(model, x_val, y_val, device=device)
+        robust = evaluate(model, x_val, y_val, val_attack, device=device)
         history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch, world), "global_batch": global_batch,
                         "train_loss": total.item() / len(order),
                         "val_loss": clean["loss"], "val_clean_accuracy": clean["accuracy"],

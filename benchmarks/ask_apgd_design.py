@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     args = parser.parse_args()
     params = load_params()
-    suite = AttackSuite(params, "at")
+    suite = AttackSuite.from_project(".", "at", params)
     suite.use_tuning()
     first = params["attacks"]["tuning_size"]
     images, labels = suite.data.split("val")

@@ -69,7 +69,7 @@ def measure(attacks, model, x, y, repeats: int) -> list[dict]:
 
 def trained_setting(params: dict, repeats: int):
     """The preset's AT model, bank and first evaluation batch; every attack at every layer set."""
-    suite = AttackSuite(params, "at")
+    suite = AttackSuite.from_project(".", "at", params)
     suite.use_tuning()
     images, labels = suite.tuning_set()   # held-out images: timing needs no evaluation image
     x, y = to_float(images).to(device()), labels.to(device())
@@ -102,7 +102,8 @@ def table(title: str, rows: list[dict]) -> list[str]:
     worst = max(r["ratio"] for r in rows if r["attack"] == "ask")
     lines = [f"## {title}\n", "| attack | metric | layers | batch | steps | floor (s) | attack (s) | attack / floor | "
              "target met |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['attack']} | {r['metric']} | {r['layers']} | {r['batch']} | {r['steps']} | {r['floor_seconds']:.3f} | "
+    lines += [f"| {r['attack']} | {r['metric']} | {r['layers']} | {r['batch']} | {r['steps']} | "
+              f"{r['floor_seconds']:.3f} | "
               f"{r['attack_seconds']:.3f} | {r['ratio']:.2f} | {'yes' if r['meets_target'] else 'no'} |" for r in rows]
     lines.append(f"\nWorst ASK-Atk ratio {worst:.2f} (target {TARGET}).\n")
     return lines

@@ -144,7 +144,8 @@ def call_section(number: int, call: dict) -> str:
     lines = [
         f"## Call {number}: {call['device']}, {call['date']}\n",
         f"AT at {kept['eps']}/255, the learning rate dropped x{kept['gamma']} at {kept['drop_fraction']:.0%} of the "
-        f"epochs; accuracy under PGD-{kept['val_pgd_steps']} at {kept['eps']}/255. CPU seconds are estimated for one AT run from the passes it makes and the per-image cost of each pass "
+        f"epochs; accuracy under PGD-{kept['val_pgd_steps']} at {kept['eps']}/255. CPU seconds are estimated for one "
+        f"AT run from the passes it makes and the per-image cost of each pass "
         f"measured on this project's CPU ({costs['machine']}, batch {costs['batch']}): "
         + "; ".join(f"width {w}: training pass {c['train']:.2f} ms, attack pass {c['attack']:.2f} ms"
                     for w, c in costs.items() if isinstance(c, dict)) + ".\n",
@@ -161,9 +162,11 @@ def markdown(calls: list[dict]) -> str:
     n = {r["n"] for call in calls for r in call["rows"]}
     return "\n".join([
         "# Calibration of the `cifar10_cpu` preset\n",
-        "AT (VGG16-BN at the width given, crop and flip, fp32) on class-balanced subsets of CIFAR-10's training images (the JPEG re-encoding), scored on the "
+        "AT (VGG16-BN at the width given, crop and flip, fp32) on class-balanced subsets of CIFAR-10's training images "
+        "(the JPEG re-encoding), scored on the "
         f"held-out training images that no variant trains on (n = {', '.join(map(str, sorted(n)))}); the evaluated "
-        f"test images play no part. Accuracies in percent with 95% Wilson intervals. One seed per variant. The preset takes the "
+        f"test images play no part. Accuracies in percent with 95% Wilson intervals. One seed per variant. The preset "
+        f"takes the "
         f"variant with the best held-out accuracy per CPU minute, for as many epochs as its 2-hour budget allows.\n",
         f"Written by `python benchmarks/cifar10_cpu_calibration.py sweep` from `{RUNS.name}`, one section per call "
         f"(a call that ran out of device time keeps the variants it finished).\n",

@@ -180,8 +180,8 @@ def main() -> int:
         f"then takes about {200 * epochs['bf16'] / 3600:.1f} h (fp32: {200 * epochs['fp32'] / 3600:.1f} h). "
         f"ASK-Atk / floor: {ask['cosine']['attack'] / ask['cosine']['floor']:.2f} (cosine), "
         f"{ask['l2']['attack'] / ask['l2']['floor']:.2f} (l2)"
-        + (f"; device search {knn['faiss'] / knn['torch']:.1f}x faster than faiss on the CPU" if knn["faiss"] == knn["faiss"]
-           else "") + ".\n",
+        + (f"; device search {knn['faiss'] / knn['torch']:.1f}x faster than faiss on the CPU"
+           if knn["faiss"] == knn["faiss"] else "") + ".\n",
     ]
     write_text(REPORTS / "gpu_benchmark.md", "\n".join(lines))
     print("\n".join(lines))

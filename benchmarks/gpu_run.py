@@ -150,6 +150,9 @@ def run_stage(cmd: str) -> None:
     sys.argv = [script, *args]
     try:
         runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:   # a stage's own exit (a bad parameter: status 2) fails the stage, not the run
+        if exc.code not in (0, None):
+            raise RuntimeError(f"{script} exited with status {exc.code}") from None
     finally:
         sys.argv = saved
 
@@ -196,7 +199,8 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> i
     needs_of = needs(found)
     try:
         for stage in ordered(found):
-            if (deadline is not None and time.perf_counter() - started > deadline) or needs_of[stage.name] & set(skipped):
+            late = deadline is not None and time.perf_counter() - started > deadline
+            if late or needs_of[stage.name] & set(skipped):
                 skipped.append(stage.name)   # past the deadline, or a stage it needs failed or was skipped
                 continue
             print(f"--- {stage.name}: {stage.cmd}", flush=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from time_repro import timed_repro
 
-from askknn.params import ParamError, available_presets
+from askknn.params import available_presets
+from askknn.shared import ParamError
 from askknn.runtime import METRICS, OUTCOMES, PLOTS, REPORTS
 
 PARAMS = Path("params.yaml")

@@ -6,8 +6,9 @@ one per CE weight of the original: `single` (lam_single, for one-layer attacks) 
 from askknn.attacks.advknn import knn_agreement, save_blocks, train_knn_block
 from askknn.bank import FeatureBank
 from askknn.io import write_json
-from askknn.params import METHODS, METRICS as METRIC_NAMES, load_params
-from askknn.runtime import METRICS, advknn_block_path, bank_path, stage_arguments
+from askknn.params import load_params
+from askknn.shared import METHODS, METRICS as METRIC_NAMES
+from askknn.runtime import METRICS, advknn_block_path, bank_path, run_stage, stage_arguments
 
 
 def main() -> None:
@@ -29,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

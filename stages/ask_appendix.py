@@ -10,7 +10,7 @@ k_pos_neg         Table 9: K+ against K- (DkNN K = K+)
 """
 from askknn.experiments import AttackSuite, cell, layer_sets, outcome
 from askknn.params import load_params
-from askknn.runtime import layer_set_name, stage_arguments, write_evaluation
+from askknn.runtime import layer_set_name, run_stage, stage_arguments, write_evaluation
 
 # Every experiment returns nested dicts whose leaves are (run result, judge name).
 
@@ -74,7 +74,7 @@ def leaves(tree, read):
 def main() -> None:
     name, = stage_arguments(__doc__, "experiment", choices={"experiment": sorted(EXPERIMENTS)})
     params = load_params()
-    suite = AttackSuite(params, "at")
+    suite = AttackSuite.from_project(".", "at", params)
     suite.use_tuning()
     runs = EXPERIMENTS[name](suite, params)
     write_evaluation("ask_appendix", name, {"experiment": name, "eps": params["eps"], "cells": leaves(runs, cell)},
@@ -82,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

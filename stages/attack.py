@@ -7,8 +7,9 @@ starts and the per-image worst case, on those first images, are reported beside 
 runs with as many gradient passes as ASK-Atk (`equal_passes`: attacks.steps // ask_apgd.steps runs),
 so that "stronger" is not only more compute."""
 from askknn.experiments import ATTACKS, AttackSuite, cell, layer_sets, outcome, paired
-from askknn.params import METRICS as METRIC_NAMES, load_params
-from askknn.runtime import layer_set_name, stage_arguments, write_evaluation
+from askknn.params import load_params
+from askknn.shared import METRICS as METRIC_NAMES
+from askknn.runtime import layer_set_name, run_stage, stage_arguments, write_evaluation
 from askknn.stats import proportion
 
 
@@ -27,7 +28,7 @@ def equal_passes(suite: AttackSuite, params: dict, metric: str, cells: dict, out
 def main() -> None:
     attack, metric = stage_arguments(__doc__, "attack", "metric", choices={"attack": ATTACKS, "metric": METRIC_NAMES})
     params = load_params()
-    suite = AttackSuite(params, "at")
+    suite = AttackSuite.from_project(".", "at", params)
     suite.use_tuning()
     starts, n = (params["attacks"]["random_starts"] if attack == "ask" else 1), params["experiments"]["subset_size"]
     cells, outcomes = {}, {}
@@ -51,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,8 +1,9 @@
 """Stage bank@<method>: features of the bank and the held-out images at the DkNN layers."""
 from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData
-from askknn.params import METHODS, load_params
-from askknn.runtime import PREPARED, bank_path, device, load_trained, stage_arguments
+from askknn.params import load_params
+from askknn.shared import METHODS
+from askknn.runtime import PREPARED, bank_path, device, load_trained, run_stage, stage_arguments
 
 
 def main() -> None:
@@ -19,4 +20,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

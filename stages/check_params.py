@@ -4,7 +4,7 @@ preset does). Every stage depends on it through prepare, so `dvc exp run -S pres
 key stops here with a message naming the problem, before DVC removes any output of a later stage."""
 from askknn.io import write_json
 from askknn.params import load_params
-from askknn.runtime import METRICS
+from askknn.runtime import METRICS, run_stage
 
 
 def main() -> None:
@@ -12,4 +12,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -3,7 +3,7 @@ budget (Figure 1, left; ASK-Atk's curve is evaluate_defense@at's), on the first
 `experiments.subset_size` evaluation images. The step follows the budget (step rule)."""
 from askknn.experiments import AttackSuite, cell, outcome
 from askknn.params import load_params
-from askknn.runtime import layer_set_name, stage_arguments, write_evaluation
+from askknn.runtime import layer_set_name, run_stage, stage_arguments, write_evaluation
 
 SWEPT = ("dknn_atk", "advknn")
 
@@ -13,7 +13,7 @@ def main() -> None:
     params = load_params()
     exp = params["experiments"]
     layers, name = exp["sweep_layers"], layer_set_name(exp["sweep_layers"])
-    suite = AttackSuite(params, "at")
+    suite = AttackSuite.from_project(".", "at", params)
     suite.use_tuning()
     runs = {str(eps): suite.run(attack, layers, "cosine", eps, n=exp["subset_size"]) for eps in exp["eps_sweep"]}
     write_evaluation("eps_sweep", attack, {"attack": attack, "layers": layers,
@@ -22,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -6,8 +6,10 @@ from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData, to_float
 from askknn.dknn import DeepKNN, tie_rate
 from askknn.io import write_json
-from askknn.params import METHODS, load_params
-from askknn.runtime import METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, stage_arguments
+from askknn.params import load_params
+from askknn.shared import METHODS
+from askknn.runtime import (METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, run_stage,
+                            stage_arguments)
 from askknn.stats import proportion
 
 
@@ -38,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

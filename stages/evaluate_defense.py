@@ -14,8 +14,9 @@ import torch
 from askknn.attacks.pgd import PGD
 from askknn.evaluation import batches
 from askknn.experiments import AttackSuite, cell, layer_sets, outcome, paired, run_seed
-from askknn.params import METHODS, load_params
-from askknn.runtime import device, layer_set_name, stage_arguments, write_evaluation
+from askknn.params import load_params
+from askknn.shared import METHODS
+from askknn.runtime import device, layer_set_name, run_stage, stage_arguments, write_evaluation
 from askknn.stats import proportion, unpack
 
 
@@ -51,7 +52,7 @@ def main() -> None:
     method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
     exp, eps = params["experiments"], params["eps"]
-    suite = AttackSuite(params, method)
+    suite = AttackSuite.from_project(".", method, params)
     suite.use_tuning()
     layers, name = exp["sweep_layers"], layer_set_name(exp["sweep_layers"])
     n = params["attacks"]["worst_case_size"]
@@ -77,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

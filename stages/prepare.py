@@ -6,7 +6,7 @@ folder shows in `dvc metrics diff` (an unpacked archive is unpacked again when i
 from askknn.data import load_dataset, make_splits, save_prepared
 from askknn.io import write_json
 from askknn.params import load_params
-from askknn.runtime import METRICS, PREPARED
+from askknn.runtime import METRICS, PREPARED, run_stage
 
 
 def main() -> None:
@@ -21,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -3,7 +3,7 @@ metrics/verdicts.json (every paired verdict with its test statistics)."""
 from askknn.io import write_json, write_text
 from askknn.params import load_params
 from askknn.report import build_report
-from askknn.runtime import METRICS, REPORTS
+from askknn.runtime import METRICS, REPORTS, run_stage
 
 
 def main() -> None:
@@ -13,4 +13,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,9 +9,10 @@ from askknn.data import IMAGES, TRAIN_SPLITS, PreparedData, sha256_file
 from askknn.defenses import extra_term, train_config
 from askknn.distributed import is_main, rank_and_world, relaunch, setup, teardown, under_torchrun
 from askknn.io import save_weights, write_json, write_text
-from askknn.params import METHODS, load_params
-from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_path,
-                            new_model, seed_everything, stage_arguments)
+from askknn.params import load_params
+from askknn.shared import METHODS
+from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_path, new_model,
+                            run_stage, seed_everything, stage_arguments)
 from askknn.training import effective_precision, train_model
 
 
@@ -53,4 +54,4 @@ def write_outputs(method: str, params: dict, cfg, model, history: list[dict]) ->
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

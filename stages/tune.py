@@ -3,18 +3,19 @@
 evaluation budget and then fixed. Writes metrics/tuning/<method>.json."""
 from askknn.experiments import AttackSuite, tuning_targets
 from askknn.io import write_json
-from askknn.params import METHODS, load_params
-from askknn.runtime import stage_arguments, tuning_path
+from askknn.params import load_params
+from askknn.shared import METHODS
+from askknn.runtime import run_stage, stage_arguments, tuning_path
 
 
 def main() -> None:
     method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
     params = load_params()
-    suite = AttackSuite(params, method)
+    suite = AttackSuite.from_project(".", method, params)
     cells = [suite.tune(attack, layers, metric, params["eps"])
              for attack, layers, metric in tuning_targets(params, method)]
     write_json(tuning_path(method), {"method": method, "eps": params["eps"], "cells": cells})
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -14,7 +14,7 @@ from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
 from askknn.losses import ask_loss, similarity
 from askknn.models import BlockNet
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 
 def direct_ask(f, refs, labels, y, metric, tau, form, target=None):
@@ -174,7 +174,8 @@ def test_bad_ask_parameters_fail_at_once(digits_bank, kwargs, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["stages/attack.py", "cw", "cosine"], "invalid choice: 'cw' (choose from 'ask', 'dknn_atk', 'advknn', 'ask_apgd', 'sw20')"),
+    (["stages/attack.py", "cw", "cosine"],
+     "invalid choice: 'cw' (choose from 'ask', 'dknn_atk', 'advknn', 'ask_apgd', 'sw20')"),
     (["stages/attack.py", "ask", "dot"], "invalid choice: 'dot' (choose from 'cosine', 'l2')"),
     (["stages/train.py", "trades"], "invalid choice: 'trades' (choose from 'at', 'at_wide', 'askdef', 'atsnn')"),
 ])

@@ -7,7 +7,7 @@ import torch
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.ask_apgd import ASKAPGDAttack, apgd_checkpoints
 from askknn.dknn import DeepKNN
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 
 def input_gradient(attack, model, x, y) -> torch.Tensor:

@@ -13,7 +13,7 @@ from askknn.attacks.ask_apgd import ASKAPGDAttack
 from askknn.attacks.sw20 import SW20Attack
 from askknn.bank import FeatureBank, extract_features
 from askknn.dknn import accuracy
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 LAYERS = ["conv3", "conv4"]
 EPS = 0.1

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from askknn.data import IMAGES, SPLITS, TRAIN_SPLITS, PreparedData, load_dataset, make_splits, read_idx_gz, save_prepared
-from askknn.params import ParamError
+from askknn.data import (IMAGES, SPLITS, TRAIN_SPLITS, PreparedData, load_dataset, make_splits, read_idx_gz,
+                         save_prepared)
+from askknn.shared import ParamError
 
 
 def splits(seed=0, **kw):

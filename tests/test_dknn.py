@@ -5,7 +5,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from askknn.bank import FeatureBank, normalise
 from askknn.dknn import DeepKNN, tie_rate
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def test_stages_run_in_order_in_process_and_a_failure_skips_only_its_dependents(
 
 
 @pytest.mark.slow
-def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp_path):
+def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp_path, monkeypatch):
     copy = tmp_path / "project"
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
     for name in files:
@@ -106,6 +106,15 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
     results = (copy / "reports/tiny/results.md").read_text()
     assert "the whole pipeline in" in results and "CPU" in results
     assert (copy / "reports/tiny/stage_times.md").exists() and (copy / "reports/tiny/figures").is_dir()
+    # the library from another working directory, on the project's trained model (README, "Use from Python")
+    from askknn.experiments import AttackSuite
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    suite = AttackSuite.from_project(copy, "at")
+    suite.use_tuning()
+    result = suite.run("ask", ["conv4"], "cosine", eps=24, n=20)
+    assert result["images"] == 20 and result["outcomes"]["conv4"]["adversarial"].shape == (20,)
 
 
 def test_verdict_stability_counts_changes_and_reversals():

@@ -7,6 +7,7 @@ import runpy
 import shutil
 import signal
 import subprocess
+import os
 import sys
 import tarfile
 import types
@@ -21,7 +22,8 @@ from PIL import Image
 from askknn.data import DataError, load_dataset, load_digits_dataset, make_splits, save_prepared, PreparedData
 from askknn.io import UnreadableFile, atomic_path, load_weights, save_torch, save_weights, stale_temporaries
 from askknn.models import create_model
-from askknn.params import ParamError, load_params
+from askknn.params import load_params
+from askknn.shared import ParamError
 from askknn.runtime import load_trained, model_path
 from askknn.training import TrainConfig, load_checkpoint, train_model
 
@@ -344,11 +346,15 @@ def test_dvc_itself_ignores_the_temporaries(tmp_path):
 
 
 # ---------------------------------------------------------------- unknown preset
-def test_an_unknown_preset_stops_the_first_stage_with_a_clear_error_and_writes_nothing(project, monkeypatch):
+def test_an_unknown_preset_stops_the_first_stage_with_a_clear_error_and_writes_nothing(project, monkeypatch, capsys):
     (project / "params.yaml").write_text("preset: nope\neps: 8\n")
     monkeypatch.chdir(project)
-    with pytest.raises(ParamError, match="preset = 'nope' is unknown; allowed: cifar10, cifar10_cpu, cifar10_fast, fashion_mnist"):
+    monkeypatch.delenv("ASKKNN_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stopped:
         runpy.run_path(str(ROOT / "stages" / "check_params.py"), run_name="__main__")
+    assert stopped.value.code == 2
+    assert ("error: preset = 'nope' is unknown; allowed: cifar10, cifar10_cpu, cifar10_fast, fashion_mnist"
+            in capsys.readouterr().err)
     assert not (project / "metrics").exists()
     (project / "params.yaml").write_text("preset: tiny\neps: 8\n")
     runpy.run_path(str(ROOT / "stages" / "check_params.py"), run_name="__main__")
@@ -388,3 +394,15 @@ def test_the_egg_info_is_neither_tracked_nor_shown_as_untracked():
     assert tracked.stdout == ""
     ignored = subprocess.run(["git", "check-ignore", "-q", "askknn.egg-info/PKG-INFO"], cwd=ROOT)
     assert ignored.returncode == 0
+
+
+def test_a_bad_parameter_ends_a_stage_with_one_line_and_the_traceback_only_on_request(project):
+    (project / "params.yaml").write_text("preset: tiny\neps: 999\n")
+    env = {k: v for k, v in os.environ.items() if k != "ASKKNN_DEBUG"}
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "check_params.py")], cwd=project,
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "eps" in done.stderr and len(done.stderr.splitlines()) == 1
+    debug = subprocess.run([sys.executable, str(ROOT / "stages" / "check_params.py")], cwd=project,
+                           capture_output=True, text=True, env={**env, "ASKKNN_DEBUG": "1"})
+    assert "Traceback" in debug.stderr and "ParamError" in debug.stderr

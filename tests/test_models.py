@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from askknn.models import create_model, list_models
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 SHAPES = {
     "small_cnn": ((1, 28, 28), {"conv1": 16 * 14 * 14, "conv2": 32 * 7 * 7, "conv3": 64 * 7 * 7,

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from askknn.params import ParamError, available_presets, load_params
+from askknn.params import available_presets, load_params
+from askknn.shared import ParamError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,20 +32,23 @@ def edit(project, top=None, **sections):
 
 
 def test_every_shipped_preset_is_valid(project):
-    assert available_presets(project) == ["cifar10", "cifar10_cpu", "cifar10_fast", "fashion_mnist", "imagenette", "tiny"]
+    assert available_presets(project) == ["cifar10", "cifar10_cpu", "cifar10_fast", "fashion_mnist", "imagenette",
+                                          "tiny"]
     for preset in available_presets(project):
         edit(project, {"preset": preset})
         assert load_params(project)["preset"] == preset
 
 
 @pytest.mark.parametrize("top, sections, message", [
-    ({"preset": "mnist"}, {}, "preset = 'mnist' is unknown; allowed: cifar10, cifar10_cpu, cifar10_fast, fashion_mnist, imagenette, tiny"),
+    ({"preset": "mnist"}, {},
+     "preset = 'mnist' is unknown; allowed: cifar10, cifar10_cpu, cifar10_fast, fashion_mnist, imagenette, tiny"),
     ({"eps": -1}, {}, r"eps = -1 must be an integer in \[0, 255\]"),
     ({"eps": 256}, {}, r"eps = 256 must be an integer in \[0, 255\]"),
     ({"eps": "8/255"}, {}, "eps = '8/255' must be an integer"),
     ({}, {"model": {"name": "vgg19"}}, "model.name = 'vgg19' is not allowed; choose one of: resnet18, small_cnn"),
     ({}, {"dknn": {"layers": ["conv3", "fc"]}}, "dknn.layers lists 'fc', a layer the model does not have"),
-    ({}, {"dknn": {"metrics": ["cosine", "manhattan"]}}, "dknn.metrics = 'manhattan' is not allowed; choose one of: cosine, l2"),
+    ({}, {"dknn": {"metrics": ["cosine", "manhattan"]}},
+     "dknn.metrics = 'manhattan' is not allowed; choose one of: cosine, l2"),
     ({}, {"dknn": {"k": 501}}, "dknn.k = 501 is larger than a class's share of the bank"),
     ({}, {"data": {"dataset": "svhn"}}, "data.dataset = 'svhn' is not allowed"),
     ({}, {"data": {"bank_size": 5001}}, "must be a multiple of the 10 classes"),
@@ -68,7 +72,7 @@ def test_bad_parameters_fail_before_any_work(project, top, sections, message):
 
 def test_the_schema_declares_every_training_method_and_passes_every_preset_value_through(project):
     from askknn import schema
-    from askknn.params import METHODS
+    from askknn.shared import METHODS
 
     assert set(schema.Methods.model_fields) == set(METHODS)
     for preset in available_presets(project):   # nothing dropped by the schema

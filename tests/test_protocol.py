@@ -37,15 +37,12 @@ class HeldOutOnly:
 
 
 def make_suite(digits, model, bank, k: int = 5) -> AttackSuite:
-    suite = object.__new__(AttackSuite)   # without files: the pieces a run needs
-    suite.params, suite.method, suite.cfg, suite.k = {}, "at", CFG, k
-    suite.model, suite.bank, suite.data, suite.tuned = model, bank, HeldOutOnly(digits), {}
-    suite._dknns, suite._clean = {}, {}
+    """A suite built from objects, without files."""
     held_out = torch.from_numpy(digits.x_test[100:])
     with torch.no_grad():
-        suite.held_out = {layer: f.numpy() for layer, f in model.features(held_out.float() / 255, LAYERS).items()}
-    suite.held_out_labels = digits.y_test[100:]
-    return suite
+        features = {layer: f.numpy() for layer, f in model.features(held_out.float() / 255, LAYERS).items()}
+    return AttackSuite({"attacks": CFG, "dknn": {"k": k}}, "at", HeldOutOnly(digits), model, bank, features,
+                       digits.y_test[100:])
 
 
 def test_tuning_reads_only_held_out_images_and_fixes_the_choice(digits, digits_model, digits_bank):
@@ -60,7 +57,7 @@ def test_tuning_reads_only_held_out_images_and_fixes_the_choice(digits, digits_m
 
 
 def test_a_run_without_tuning_names_the_tuning_stage(digits, digits_model, digits_bank):
-    from askknn.params import ParamError
+    from askknn.shared import ParamError
 
     suite = make_suite(digits, digits_model, digits_bank)
     with pytest.raises(ParamError, match=r"dvc repro tune@at"):
@@ -127,7 +124,7 @@ def test_advknn_runs_use_the_block_trained_with_their_lambda(digits, digits_mode
     blocks = {name: train_knn_block(digits_bank, LAYERS, epochs=1, lam=CFG["advknn"][f"lam_{name}"])[0]
               for name in ("single", "multi")}
     save_blocks(tmp_path / "blocks.safetensors", blocks)
-    monkeypatch.setattr(experiments, "advknn_block_path", lambda method, metric: tmp_path / "blocks.safetensors")
+    monkeypatch.setattr(experiments, "advknn_block_path", lambda method, metric, root: tmp_path / "blocks.safetensors")
     suite = make_suite(digits, digits_model, digits_bank)
     for layers, lam in ((["conv4"], 20.0), (LAYERS, 0.3)):
         make, grid = suite.advknn(layers, "cosine", 8)
@@ -248,7 +245,8 @@ def test_robust_means_correct_clean_and_under_attack(digits, digits_model, digit
     right = digits_dknn.predict_inputs(digits_model, train_x) == digits.y_train
     fixes = {c: train_x[np.flatnonzero(right & (digits.y_train == c))[0]] for c in range(10)}
     fixed = run_attack(Corrector(fixes), digits_model, images, labels, judges, 100)["outcomes"]["dknn"]
-    np.testing.assert_array_equal(fixed["adversarial"], clean)   # right under attack everywhere, robust only where right clean
+    # right under attack everywhere, robust only where right clean
+    np.testing.assert_array_equal(fixed["adversarial"], clean)
 
 
 def test_advknn_ascends_away_from_the_true_label(digits, digits_model, digits_bank, digits_eval):

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import run_preset  # noqa: E402
 import time_repro  # noqa: E402
 
-from askknn.params import ParamError  # noqa: E402
+from askknn.shared import ParamError  # noqa: E402
 
 FAKE_DVC = textwrap.dedent("""\
     #!{python}

@@ -11,7 +11,7 @@ from askknn.attacks.sw20 import SW20Attack
 from askknn.bank import FeatureBank
 from askknn.dknn import accuracy
 from askknn.models import BlockNet
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 LAYERS = ["conv3", "conv4"]
 EPS = 0.1

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 import yaml
 
 from askknn.data import PreparedData, make_splits, save_prepared, to_float
-from askknn.defenses import AskDefTerm, extra_term
+from askknn.defenses import extra_term
 from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.models import create_model
-from askknn.params import ParamError, load_params
+from askknn.params import load_params
+from askknn.shared import ParamError
 from askknn.training import TrainConfig, autocast, effective_precision, train_model
 
 ROOT = Path(__file__).resolve().parents[1]

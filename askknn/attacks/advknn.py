@@ -19,7 +19,7 @@ from torch import nn
 from askknn.attacks.base import Attack
 from askknn.bank import FeatureBank
 from askknn.io import load_weights, save_weights
-from askknn.params import METRICS, ParamError, choice
+from askknn.shared import METRICS, ParamError, choice
 
 
 def default_lambda(layers) -> float:

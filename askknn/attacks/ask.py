@@ -16,7 +16,7 @@ import torch
 from askknn.attacks.base import Attack
 from askknn.bank import FeatureBank
 from askknn.losses import ask_loss, similarity
-from askknn.params import METRICS, ParamError, choice
+from askknn.shared import METRICS, ParamError, choice
 
 TARGETS = (None, "nearest", "random")
 

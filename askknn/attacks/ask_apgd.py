@@ -34,7 +34,7 @@ from askknn.attacks.ask import ASKAttack
 from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
 from askknn.losses import ask_logits
-from askknn.params import ParamError, choice
+from askknn.shared import ParamError, choice
 
 RESTARTS = ("best", "random")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from askknn.params import ParamError
+from askknn.shared import ParamError
 
 
 class Attack:

@@ -22,7 +22,7 @@ from askknn.attacks.ask import per_layer
 from askknn.attacks.base import Attack
 from askknn.bank import FeatureBank
 from askknn.losses import similarity
-from askknn.params import METRICS, ParamError, choice
+from askknn.shared import METRICS, ParamError, choice
 
 OPTIMIZERS = ("sign", "adam")
 

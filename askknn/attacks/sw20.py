@@ -49,7 +49,7 @@ from askknn.attacks.base import Attack
 from askknn.attacks.dknn_attack import in_geometry
 from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
-from askknn.params import METRICS, ParamError, choice
+from askknn.shared import METRICS, ParamError, choice
 
 HINGE_OFFSET = 1e-5   # the original's: a guide exactly on the threshold still counts
 
