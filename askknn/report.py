@@ -231,7 +231,7 @@ def setup(params, verdicts) -> str:
 
 
 def clean_accuracy(params, verdicts) -> str:
-    rows, n = {}, None
+    rows, ties, n = {}, {}, None
     for method, label in METHOD_NAMES.items():
         m = metrics("clean", method)
         n = m["dnn"]["n"]
@@ -239,7 +239,11 @@ def clean_accuracy(params, verdicts) -> str:
         for metric in params["dknn"]["metrics"]:
             row.update({f"DkNN {name} ({metric})": with_ci(m["dknn"][metric][name]) for name in layer_names(params)})
         rows[label] = row
-    return f"## Clean accuracy (n = {n})\n\n" + markdown(pd.DataFrame(rows).T)
+        ties[label] = {f"{name} ({metric})": pct(m["dknn"][metric][name]["tie_rate"])
+                       for metric in params["dknn"]["metrics"] for name in layer_names(params)}
+    return (f"## Clean accuracy (n = {n})\n\n" + markdown(pd.DataFrame(rows).T)
+            + "\nHow often the DkNN's vote is tied (%): the class of the nearest neighbour among the tied classes "
+              "then wins, a rule that favours no class index.\n\n" + markdown(pd.DataFrame(ties).T))
 
 
 def training(params, verdicts) -> str:
@@ -265,16 +269,28 @@ def training(params, verdicts) -> str:
             + markdown(df) + "\n" + save_figure(fig, "training_curves"))
 
 
+def edge_direction(cell: dict) -> str:
+    """Per hyper-parameter on its grid's edge, the direction in which a stronger value may lie."""
+    words = []
+    for key in cell["on_grid_edge"]:
+        values = sorted({entry[key] for entry in cell["grid"]})
+        words.append(f"{key}: {'below' if cell['chosen'][key] == values[0] else 'above'} the grid")
+    return ", ".join(words) or "no"
+
+
 def tuning(params, verdicts) -> str:
     rows = []
     for method, label in METHOD_NAMES.items():
         for c in metrics("tuning", method)["cells"]:
             rows.append({"model": label, "attack": ATTACK_NAMES[c["attack"]], "layers": layer_set_name(c["layers"]),
                          "metric": c["metric"], "chosen": ", ".join(f"{k} = {v}" for k, v in c["chosen"].items()),
-                         "on the grid's edge": ", ".join(c["on_grid_edge"]) or "no",
-                         "tuning images": c["images"]})
+                         "on the grid's edge": edge_direction(c), "tuning images": c["images"]})
+    on_edge = sum(r["on the grid's edge"] != "no" for r in rows)
     return ("## Tuned hyper-parameters (held-out training images; lowest DkNN accuracy wins)\n\n"
-            "A choice on the edge of its grid means a better value may lie outside it.\n\n"
+            f"{on_edge} of {len(rows)} choices lie on the edge of their grid: a stronger value may lie beyond it, in "
+            "the direction given, so a comparison with that attack may favour the other one. The grids have not been "
+            "widened yet (each entry costs a tuning run on every model); every entry's accuracy is in "
+            "`metrics/tuning/<method>.json`.\n\n"
             + markdown(pd.DataFrame(rows).set_index("model")))
 
 
