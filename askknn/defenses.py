@@ -76,9 +76,10 @@ class SnnTerm:
         return self.beta * snn_loss(gather_batch(f), gather_batch(y), self.temperature, self.distance)
 
 
-def train_config(method: str, params: dict) -> TrainConfig:
-    """The training settings of `method`: the train section, with at_wide's wider attack."""
-    cfg = TrainConfig.from_params(params["train"])
+def train_config(method: str, params: dict, seed: int) -> TrainConfig:
+    """The training settings of `method` under training seed `seed`: the train section, with
+    at_wide's wider attack."""
+    cfg = dataclasses.replace(TrainConfig.from_params(params["train"]), seed=seed)
     if method == "at_wide":
         cfg = dataclasses.replace(cfg, wide_attack=dict(params["methods"]["at_wide"]))
     return cfg

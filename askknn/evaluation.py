@@ -84,6 +84,20 @@ def run_attack(attack: Callable, model, images: torch.Tensor, labels: torch.Tens
     return {"seconds_per_image": seconds / len(labels), "images": int(len(labels)), "outcomes": outcomes}
 
 
+def dnn_robustness(attack: Callable, model, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                   device="cpu") -> dict[str, np.ndarray]:
+    """Per image, whether the DNN is correct on it clean (`clean`) and both clean and under
+    `attack` (`robust`)."""
+    robust, clean = [], []
+    for x, y in batches(images, labels, batch_size, device):
+        x_adv = attack(model, x, y)
+        with torch.no_grad():
+            right = model(x).argmax(1) == y
+            clean.append(right.cpu())
+            robust.append((right & (model(x_adv).argmax(1) == y)).cpu())
+    return {"robust": torch.cat(robust).numpy(), "clean": torch.cat(clean).numpy()}
+
+
 def tune(make_attack: Callable[..., Callable], grid: list[dict], model, images: torch.Tensor,
          labels: torch.Tensor, judge: DeepKNN, batch_size: int, device="cpu") -> tuple[dict, list[dict]]:
     """The grid entry whose attack leaves `judge` least accurate on the tuning images, and every

@@ -20,11 +20,12 @@ from askknn.attacks.advknn import AdvKnnAttack, load_blocks
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.ask_apgd import ASKAPGDAttack
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
+from askknn.attacks.pgd import PGD
 from askknn.attacks.sw20 import SW20Attack
 from askknn.bank import FeatureBank
 from askknn.data import PreparedData
 from askknn.dknn import DeepKNN
-from askknn.evaluation import clean_scores, on_grid_edge, run_attack, tune
+from askknn.evaluation import clean_scores, dnn_robustness, on_grid_edge, run_attack, tune
 from askknn.io import read_json
 from askknn.params import load_params
 from askknn.shared import ParamError, choice
@@ -77,15 +78,18 @@ class AttackSuite:
         self._clean: dict[tuple, dict] = {}
 
     @classmethod
-    def from_project(cls, root: str | Path = ".", method: str = "at", params: dict | None = None) -> "AttackSuite":
-        """The suite of `method`'s trained model in the project at `root` (then `use_tuning()` fixes the
-        hyper-parameters its tuning stage chose)."""
+    def from_project(cls, root: str | Path = ".", method: str = "at", params: dict | None = None,
+                     seed: int | None = None) -> "AttackSuite":
+        """The suite of `method`'s model trained with training seed `seed` (default: the first of
+        params.yaml's `seeds`, the one that is tuned) in the project at `root`; then `use_tuning()`
+        fixes the hyper-parameters its tuning stage chose."""
         root = Path(root)
         params = load_params(root) if params is None else params
+        seed = params["seeds"][0] if seed is None else seed
         data = PreparedData(root / PREPARED)
-        bank, extra = FeatureBank.load(bank_path(method, root))
+        bank, extra = FeatureBank.load(bank_path(method, seed, root))
         held_out = {k[4:]: v for k, v in extra.items() if k.startswith("val_") and k != "val_labels"}
-        return cls(params, method, data, load_trained(method, params, data, root), bank, held_out,
+        return cls(params, method, data, load_trained(method, seed, params, data, root), bank, held_out,
                    extra["val_labels"], root)
 
     # ------------------------------------------------------------ images
@@ -267,6 +271,15 @@ class AttackSuite:
             costs[attack] = {"images": int(len(todo)), "fooled": int((~still).sum()),
                              "seconds_per_image": run["seconds_per_image"]}
         return {"robust": robust, "attacks": costs}
+
+
+def pgd_outcomes(suite: AttackSuite, eps: int) -> dict:
+    """Table 5: per evaluation image, whether the DNN is correct on it clean (`clean`) and clean and
+    under PGD at eps in 1/255 (`robust`); experiments.pgd_steps steps of step_fraction x eps."""
+    exp, cfg = suite.params["experiments"], suite.cfg
+    attack = PGD(eps / 255, exp["pgd_steps"], cfg["step_fraction"] * eps / 255, restarts=exp["pgd_restarts"],
+                 seed=run_seed(cfg["seed"], suite.method, "pgd", eps))
+    return dnn_robustness(attack, suite.model, *suite.evaluation_set(), cfg["batch_size"], device())
 
 
 def cell(result: dict, judge: str) -> dict:

@@ -41,10 +41,16 @@ def config_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def model_path(method: str, root: Path = Path(".")) -> Path:
-    """The trained weights of `method` (safetensors: byte-identical for identical weights) in the
-    project at `root` (every path function takes the project's root; the stages run in it)."""
-    return root / MODELS / f"{method}.safetensors"
+def model_name(method: str, seed: int) -> str:
+    """The name of the model `method` trained with training seed `seed` (its weights, bank, metrics)."""
+    return f"{method}_seed{seed}"
+
+
+def model_path(method: str, seed: int, root: Path = Path(".")) -> Path:
+    """The trained weights of `method` under training seed `seed` (safetensors: byte-identical for
+    identical weights) in the project at `root` (every path function takes the project's root; the
+    stages run in it)."""
+    return root / MODELS / f"{model_name(method, seed)}.safetensors"
 
 
 def advknn_block_path(method: str, metric: str, root: Path = Path(".")) -> Path:
@@ -52,11 +58,12 @@ def advknn_block_path(method: str, metric: str, root: Path = Path(".")) -> Path:
 
 
 def tuning_path(method: str, root: Path = Path(".")) -> Path:
+    """The tuned hyper-parameters of every attack on `method` (tuned on the first training seed's model)."""
     return root / METRICS / "tuning" / f"{method}.json"
 
 
-def bank_path(method: str, root: Path = Path(".")) -> Path:
-    return root / BANKS / f"{method}.npz"
+def bank_path(method: str, seed: int, root: Path = Path(".")) -> Path:
+    return root / BANKS / f"{model_name(method, seed)}.npz"
 
 
 def new_model(params: dict, data: PreparedData):
@@ -64,11 +71,11 @@ def new_model(params: dict, data: PreparedData):
                         width=params["model"]["width"])
 
 
-def load_trained(method: str, params: dict, data: PreparedData, root: Path = Path(".")):
-    """The trained model of `method`, in eval mode; a missing, unreadable or mismatched weights file
-    is named in the error together with the stage that rebuilds it."""
-    path = model_path(method, root)
-    rebuild = f"dvc repro train@{method}"
+def load_trained(method: str, seed: int, params: dict, data: PreparedData, root: Path = Path(".")):
+    """The trained model of `method` under training seed `seed`, in eval mode; a missing, unreadable
+    or mismatched weights file is named in the error together with the stage that rebuilds it."""
+    path = model_path(method, seed, root)
+    rebuild = f"dvc repro train@{method}-{seed}"
     if not path.exists():
         raise ParamError(f"{path} is missing; run the training stage first ({rebuild})")
     try:
@@ -88,11 +95,12 @@ def load_trained(method: str, params: dict, data: PreparedData, root: Path = Pat
     return model.to(device()).eval()
 
 
-def stage_arguments(doc: str, *names: str, choices: dict | None = None) -> list[str]:
-    """The positional arguments of a stage (e.g. the method of `train@<method>`)."""
+def stage_arguments(doc: str, *names: str, choices: dict | None = None) -> list:
+    """The positional arguments of a stage (e.g. the method and seed of `train@<method>-<seed>`);
+    an argument named `seed` is an integer."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in names:
-        parser.add_argument(name, choices=(choices or {}).get(name))
+        parser.add_argument(name, choices=(choices or {}).get(name), type=int if name == "seed" else str)
     args = parser.parse_args()
     return [getattr(args, name) for name in names]
 

@@ -109,6 +109,12 @@ def nonempty(v):
     return v
 
 
+def distinct(v):
+    if isinstance(v, list) and len(set(map(str, v))) != len(v):
+        _fail(f"{KEY} = {v!r} repeats a value; list each value once")
+    return v
+
+
 def guides_value(v):
     if v != "k" and (not _is_int(v) or not 1 <= v <= BIG):
         _fail(f"{KEY} = {v!r} must be the string k (as many guides as the DkNN's K) or an integer >= 1")
@@ -135,6 +141,7 @@ Layers = Annotated[list[Layer], BeforeValidator(nonempty)]
 Positives = Annotated[list[positive("has")], BeforeValidator(nonempty)]
 Counts = Annotated[list[integer(1, BIG, "has")], BeforeValidator(nonempty)]
 EpsList = Annotated[list[Eps], BeforeValidator(nonempty)]
+Seeds = Annotated[list[Seed], BeforeValidator(nonempty), BeforeValidator(distinct)]
 
 
 class Section(BaseModel):
@@ -195,7 +202,6 @@ class Train(Section):
     augment: one_of("none", "crop_flip") = doc("data augmentation: none or crop_flip (random crop, flip)")
     attack_mode: one_of("eval", "train") = doc("the model's mode while crafting training attacks "
                                                "(the authors used train)")
-    seed: Seed = doc("training seed; epoch e draws from seed and e, so a resumed run is identical")
     precision: one_of("fp32", "bf16") = doc("bf16: the network runs under bf16 autocast on CUDA (losses stay "
                                             "float32); CPU runs are always fp32")
     launcher: one_of("python", "torchrun") = doc("torchrun: the stage starts itself again under torchrun "
@@ -340,6 +346,8 @@ class Switches(Section):
     """params.yaml: the two switches."""
     preset: Str = doc("selects presets/<preset>.yaml")
     eps: Eps = doc("evaluation budget of every attack, in 1/255 (8 means 8/255)")
+    seeds: Seeds = doc("training seeds: every method is trained once per seed; the first seed's models are "
+                       "tuned, attacked in Table 1 and used by the appendix")
 
 
 class Preset(Section):

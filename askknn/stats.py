@@ -10,6 +10,11 @@
 - `auroc`: the area under the ROC curve of a score separating two groups, from the Mann-Whitney U
   statistic (ties count one half), with its one-sided p-value.
 
+- `pooled_claim_verdict`: a directional claim about two training methods, each trained under the
+  same training seeds and scored on the same images: the seed-stratified exact McNemar test (the
+  discordant pairs of every seed pooled; under equality each is equally likely to go either way),
+  and `holds` only if, besides, every seed's difference has the claimed sign.
+- `seed_mean`: the mean of per-seed accuracies with a t-interval over seeds (training variance).
 - `holm`: Holm's step-down correction of a family of directional verdicts (statsmodels): each
   verdict is then read at family-wise level `ALPHA` with its adjusted p-value.
 
@@ -55,9 +60,12 @@ def paired_test(a, b) -> dict:
 
 
 def verdict_word(test: dict, claim: str, p_value: float) -> str:
-    """`holds`, `reversed` or `not resolved at n = ...` for a directional claim at level ALPHA."""
+    """`holds`, `reversed` or `not resolved at n = ...` for a directional claim at level ALPHA; a
+    pooled test over training seeds also needs every seed's difference to have the same sign."""
     if p_value >= ALPHA or test["difference"] == 0:
         return f"not resolved at n = {test['n']}"
+    if not test.get("seeds_agree", True):
+        return f"not resolved at n = {test['n']} (the seeds disagree in sign)"
     sign = -1 if claim == "lower" else 1
     return "holds" if sign * test["difference"] > 0 else "reversed"
 
@@ -68,6 +76,34 @@ def claim_verdict(a, b, claim: str) -> dict:
         raise ValueError(f"claim = {claim!r}; choose lower or higher")
     test = paired_test(a, b)
     return {**test, "claim": claim, "verdict": verdict_word(test, claim, test["p_value"])}
+
+
+def pooled_claim_verdict(pairs: list[tuple], claim: str) -> dict:
+    """The claim that accuracy a is `lower` (or `higher`) than b, from (a, b) outcome pairs, one per
+    training seed (a and b of a pair scored on the same images): seed-stratified exact McNemar test,
+    plus agreement in sign of every seed's difference (see the module docstring)."""
+    if claim not in ("lower", "higher"):
+        raise ValueError(f"claim = {claim!r}; choose lower or higher")
+    tests = [paired_test(a, b) for a, b in pairs]
+    only_a, only_b = sum(t["only_a"] for t in tests), sum(t["only_b"] for t in tests)
+    p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    differences = [t["difference"] for t in tests]
+    pooled = {"n": sum(t["n"] for t in tests), "seeds": len(tests), "difference": float(np.mean(differences)),
+              "seed_differences": differences, "only_a": only_a, "only_b": only_b, "p_value": float(p),
+              "seeds_agree": bool(all(np.sign(d) == np.sign(np.mean(differences)) != 0 for d in differences))}
+    return {**pooled, "claim": claim, "verdict": verdict_word(pooled, claim, pooled["p_value"])}
+
+
+def seed_mean(accuracies) -> dict:
+    """The mean of per-seed accuracies and its 95% t-interval over the seeds, clipped to [0, 1] (None
+    for one seed)."""
+    values = np.asarray(accuracies, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return {"accuracy": mean, "seeds": len(values), "ci95": None}
+    low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean, scale=stats.sem(values)) \
+        if values.std() > 0 else (mean, mean)
+    return {"accuracy": mean, "seeds": len(values), "ci95": [max(0.0, float(low)), min(1.0, float(high))]}
 
 
 def holm(verdicts: list[dict]) -> list[dict]:

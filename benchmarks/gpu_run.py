@@ -56,9 +56,12 @@ class Stage:
 
 
 def lookup(context: dict, dotted: str):
+    """The value at a DVC path such as `item.method` or `seeds[0]`."""
     value = context
     for part in dotted.strip().split("."):
-        value = value[part]
+        value = value[part.split("[")[0]]
+        for index in re.findall(r"\[(\d+)\]", part):
+            value = value[int(index)]
     return value
 
 
@@ -95,7 +98,7 @@ def instances(name: str, body: dict, context: dict):
         pairs = items.items() if isinstance(items, dict) else ((str(i), i) for i in items)
         yield from ((f"{name}@{key}", item) for key, item in pairs)
     elif "matrix" in body:
-        keys, values = zip(*body["matrix"].items())
+        keys, values = zip(*resolve(body["matrix"], context).items())
         for combo in product(*values):
             yield f"{name}@{'-'.join(map(str, combo))}", dict(zip(keys, combo))
     else:

@@ -1,8 +1,9 @@
-"""Stage advknn_block@<method>-<metric>: AdvKnn's deep kNN blocks for one trained model (the AT
-model's for Table 1, every model's cosine blocks for Table 3's worst case), trained on the cached bank
-features (backbone frozen), and their agreement with the real kNN on held-out images. Two blocks,
-one per CE weight of the original: `single` (lam_single, for one-layer attacks) and `multi`
-(lam_multi, for attacks on several layers), so each attack ascends the loss its block learnt."""
+"""Stage advknn_block@<method>-<metric> <seed>: AdvKnn's deep kNN blocks for one trained model
+(training seed `seed`; the AT model's for Table 1, every model's cosine blocks for Table 3's worst
+case), trained on the cached bank features (backbone frozen), and their agreement with the real kNN
+on held-out images. Two blocks, one per CE weight of the original: `single` (lam_single, for
+one-layer attacks) and `multi` (lam_multi, for attacks on several layers), so each attack ascends
+the loss its block learnt."""
 from askknn.attacks.advknn import knn_agreement, save_blocks, train_knn_block
 from askknn.bank import FeatureBank
 from askknn.io import write_json
@@ -12,11 +13,11 @@ from askknn.runtime import METRICS, advknn_block_path, bank_path, run_stage, sta
 
 
 def main() -> None:
-    method, metric = stage_arguments(__doc__, "method", "metric", choices={"method": METHODS,
-                                                                          "metric": METRIC_NAMES})
+    method, metric, seed = stage_arguments(__doc__, "method", "metric", "seed",
+                                          choices={"method": METHODS, "metric": METRIC_NAMES})
     params = load_params()
     cfg, k, layers = params["attacks"]["advknn"], params["dknn"]["k"], params["dknn"]["layers"]
-    bank, extra = FeatureBank.load(bank_path(method))
+    bank, extra = FeatureBank.load(bank_path(method, seed))
     held_out = {layer: extra[f"val_{layer}"] for layer in layers}
     blocks, summary = {}, {}
     for name in ("single", "multi"):
@@ -26,7 +27,7 @@ def main() -> None:
                          "agreement_with_knn": knn_agreement(blocks[name], bank, held_out, layers, k, metric)}
     save_blocks(advknn_block_path(method, metric), blocks)
     write_json(METRICS / "advknn" / f"{method}_{metric}.json",
-               {"method": method, "metric": metric, "epochs": cfg["epochs"], **summary})
+               {"method": method, "seed": seed, "metric": metric, "epochs": cfg["epochs"], **summary})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Stage ask_appendix@<experiment>: the paper's appendix studies of ASK-Atk on the AT model, on the
-first `experiments.subset_size` evaluation images, with tau and omega as tune@at chose them.
+"""Stage ask_appendix@<experiment> <seed>: the paper's appendix studies of ASK-Atk on the AT model
+(training seed `seed`), on the first `experiments.subset_size` evaluation images, with tau and omega
+as tune@at chose them.
 
 targeted          Table 6: targeted ASK-Atk (target = nearest class on average), l2
 random_negatives  Table 7: X- drawn at random from each class (X+ by kNN search), cosine
@@ -72,9 +73,9 @@ def leaves(tree, read):
 
 
 def main() -> None:
-    name, = stage_arguments(__doc__, "experiment", choices={"experiment": sorted(EXPERIMENTS)})
+    name, seed = stage_arguments(__doc__, "experiment", "seed", choices={"experiment": sorted(EXPERIMENTS)})
     params = load_params()
-    suite = AttackSuite.from_project(".", "at", params)
+    suite = AttackSuite.from_project(".", "at", params, seed)
     suite.use_tuning()
     runs = EXPERIMENTS[name](suite, params)
     write_evaluation("ask_appendix", name, {"experiment": name, "eps": params["eps"], "cells": leaves(runs, cell)},

@@ -1,8 +1,8 @@
-"""Stage attack@<attack>-<metric>: DkNN accuracy of the AT model under one attack at every DkNN
-layer set (Tables 1, 2): the paper's attacks on every evaluation image, ASK-APGD and SW20 on the
-first `attacks.worst_case_size` (the images of the worst case over all attacks). ASK-Atk also runs
-`attacks.random_starts` - 1 further independent random starts on the first
-`experiments.subset_size` images: the cell is the first start (the paper runs one); the spread over
+"""Stage attack@<attack>-<metric> <seed>: DkNN accuracy of the AT model (training seed `seed`) under
+one attack at every DkNN layer set (Tables 1, 2): the paper's attacks on every evaluation image,
+ASK-APGD and SW20 on the first `attacks.worst_case_size` (the images of the worst case over all
+attacks). ASK-Atk also runs `attacks.random_starts` - 1 further independent random starts on the
+first `experiments.subset_size` images: the cell is the first start (the paper runs one); the spread over
 starts and the per-image worst case, on those first images, are reported beside it. ASK-APGD also
 runs with as many gradient passes as ASK-Atk (`equal_passes`: attacks.steps // ask_apgd.steps runs),
 so that "stronger" is not only more compute."""
@@ -26,9 +26,10 @@ def equal_passes(suite: AttackSuite, params: dict, metric: str, cells: dict, out
 
 
 def main() -> None:
-    attack, metric = stage_arguments(__doc__, "attack", "metric", choices={"attack": ATTACKS, "metric": METRIC_NAMES})
+    attack, metric, seed = stage_arguments(__doc__, "attack", "metric", "seed",
+                                          choices={"attack": ATTACKS, "metric": METRIC_NAMES})
     params = load_params()
-    suite = AttackSuite.from_project(".", "at", params)
+    suite = AttackSuite.from_project(".", "at", params, seed)
     suite.use_tuning()
     starts, n = (params["attacks"]["random_starts"] if attack == "ask" else 1), params["experiments"]["subset_size"]
     cells, outcomes = {}, {}

@@ -1,6 +1,6 @@
-"""Stage eps_sweep@<attack>: DkNN accuracy of the AT model under DkNN-Atk or AdvKnn against the
-budget (Figure 1, left; ASK-Atk's curve is evaluate_defense@at's), on the first
-`experiments.subset_size` evaluation images. The step follows the budget (step rule)."""
+"""Stage eps_sweep@<attack> <seed>: DkNN accuracy of the AT model (training seed `seed`) under
+DkNN-Atk or AdvKnn against the budget (Figure 1, left; ASK-Atk's curve is evaluate_defense@at's), on
+the first `experiments.subset_size` evaluation images. The step follows the budget (step rule)."""
 from askknn.experiments import AttackSuite, cell, outcome
 from askknn.params import load_params
 from askknn.runtime import layer_set_name, run_stage, stage_arguments, write_evaluation
@@ -9,11 +9,11 @@ SWEPT = ("dknn_atk", "advknn")
 
 
 def main() -> None:
-    attack, = stage_arguments(__doc__, "attack", choices={"attack": SWEPT})
+    attack, seed = stage_arguments(__doc__, "attack", "seed", choices={"attack": SWEPT})
     params = load_params()
     exp = params["experiments"]
     layers, name = exp["sweep_layers"], layer_set_name(exp["sweep_layers"])
-    suite = AttackSuite.from_project(".", "at", params)
+    suite = AttackSuite.from_project(".", "at", params, seed)
     suite.use_tuning()
     runs = {str(eps): suite.run(attack, layers, "cosine", eps, n=exp["subset_size"]) for eps in exp["eps_sweep"]}
     write_evaluation("eps_sweep", attack, {"attack": attack, "layers": layers,

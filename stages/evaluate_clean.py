@@ -1,4 +1,4 @@
-"""Stage evaluate_clean@<method>: DNN and DkNN clean accuracy (with n and 95% interval) on the
+"""Stage evaluate_clean@<method>-<seed>: DNN and DkNN clean accuracy (with n and 95% interval) on the
 evaluation images, and per DkNN how often its vote was tied (`tie_rate`: the tie rule then decides)."""
 import torch
 
@@ -8,7 +8,8 @@ from askknn.dknn import DeepKNN, tie_rate
 from askknn.io import write_json
 from askknn.params import load_params
 from askknn.shared import METHODS
-from askknn.runtime import (METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, run_stage,
+from askknn.runtime import (METRICS, PREPARED, bank_path, device, layer_set_name, load_trained, model_name,
+                            run_stage,
                             stage_arguments)
 from askknn.stats import proportion
 
@@ -21,22 +22,23 @@ def dnn_correct(model, images, labels, batch_size: int) -> torch.Tensor:
 
 
 def main() -> None:
-    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
+    method, seed = stage_arguments(__doc__, "method", "seed", choices={"method": METHODS})
     params = load_params()
     dknn_params = params["dknn"]
     data = PreparedData(PREPARED)
-    model = load_trained(method, params, data)
-    bank, _ = FeatureBank.load(bank_path(method))
+    model = load_trained(method, seed, params, data)
+    bank, _ = FeatureBank.load(bank_path(method, seed))
     x, y = data.split("eval")
     features = extract_features(model, x, dknn_params["layers"], dknn_params["batch_size"], device())
-    result = {"dnn": proportion(dnn_correct(model, x, y, dknn_params["batch_size"]).numpy()), "dknn": {}}
+    dnn = proportion(dnn_correct(model, x, y, dknn_params["batch_size"]).numpy())
+    result = {"method": method, "seed": seed, "dnn": dnn, "dknn": {}}
     for metric in dknn_params["metrics"]:
         result["dknn"][metric] = {}
         for layers in dknn_params["layer_sets"]:
             counts, predictions = DeepKNN(bank, layers, dknn_params["k"], metric).votes(features)
             result["dknn"][metric][layer_set_name(layers)] = {**proportion(predictions == y.numpy()),
                                                               "tie_rate": tie_rate(counts)}
-    write_json(METRICS / "clean" / f"{method}.json", result)
+    write_json(METRICS / "clean" / f"{model_name(method, seed)}.json", result)
 
 
 if __name__ == "__main__":

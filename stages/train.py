@@ -1,4 +1,5 @@
-"""Stage train@<method>: adversarial training (AT) or a defense built on it; writes models/<method>.safetensors.
+"""Stage train@<method>-<seed>: adversarial training (AT) or a defense built on it, under one training
+seed; writes models/<method>_seed<seed>.safetensors.
 
 With train.launcher: torchrun it starts itself again under torchrun (train.nproc processes, DDP);
 started by torchrun (also by hand, e.g. across machines) it joins the process group and rank 0
@@ -11,18 +12,18 @@ from askknn.distributed import is_main, rank_and_world, relaunch, setup, teardow
 from askknn.io import save_weights, write_json, write_text
 from askknn.params import load_params
 from askknn.shared import METHODS
-from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_path, new_model,
-                            run_stage, seed_everything, stage_arguments)
+from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_name, model_path,
+                            new_model, run_stage, seed_everything, stage_arguments)
 from askknn.training import effective_precision, train_model
 
 
 def main() -> None:
-    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
+    method, seed = stage_arguments(__doc__, "method", "seed", choices={"method": METHODS})
     params = load_params()
     if params["train"]["launcher"] == "torchrun" and not under_torchrun():
-        relaunch(__file__, [method], params["train"]["nproc"])
+        relaunch(__file__, [method, str(seed)], params["train"]["nproc"])
     run_device = setup() if under_torchrun() else device()
-    cfg = train_config(method, params)
+    cfg = train_config(method, params, seed)
     cfg = dataclasses.replace(cfg, precision=effective_precision(cfg.precision, run_device))
     seed_everything(cfg.seed)
     data = PreparedData(PREPARED, TRAIN_SPLITS)
@@ -31,23 +32,26 @@ def main() -> None:
     # The checkpoint is named by the full configuration and the data it trains on (not the bank or
     # evaluation split), so a changed setting never resumes a stale run.
     key = config_hash(*(sha256_file(PREPARED / f) for f in (IMAGES, TRAIN_SPLITS)), params["model"],
-                      params["train"], params["methods"][method])
-    checkpoint = MODELS / "checkpoints" / f"{method}-{key}.pt"
+                      params["train"], params["methods"][method], seed)
+    checkpoint = MODELS / "checkpoints" / f"{model_name(method, seed)}-{key}.pt"
     history = train_model(model, data, cfg, checkpoint, term, run_device)
     if is_main():
-        write_outputs(method, params, cfg, model, history)
+        write_outputs(method, seed, params, cfg, model, history)
         checkpoint.unlink()
     teardown()
 
 
-def write_outputs(method: str, params: dict, cfg, model, history: list[dict]) -> None:
-    save_weights(model_path(method), model.state_dict(), {"model": params["model"]["name"], "method": method})
+def write_outputs(method: str, seed: int, params: dict, cfg, model, history: list[dict]) -> None:
+    name = model_name(method, seed)
+    save_weights(model_path(method, seed), model.state_dict(),
+                 {"model": params["model"]["name"], "method": method, "seed": seed})
     rows = ["epoch,train_loss,val_loss,val_clean_accuracy,val_pgd_accuracy,epoch_seconds"]
     rows += [",".join(str(h[c]) for c in rows[0].split(",")) for h in history]
-    write_text(PLOTS / f"train_{method}.csv", "\n".join(rows) + "\n")
+    write_text(PLOTS / f"train_{name}.csv", "\n".join(rows) + "\n")
     last, world = history[-1], rank_and_world()[1]
-    write_json(METRICS / "train" / f"{method}.json", {
-        "epochs": last["epoch"], "global_batch": cfg.global_batch(world), "lr": cfg.peak_lr(world),
+    write_json(METRICS / "train" / f"{name}.json", {
+        "method": method, "seed": seed, "epochs": last["epoch"], "global_batch": cfg.global_batch(world),
+        "lr": cfg.peak_lr(world),
         "val_clean_accuracy": last["val_clean_accuracy"],
         "val_pgd_accuracy": last["val_pgd_accuracy"],
         "epoch_seconds": sum(h["epoch_seconds"] for h in history) / len(history)})

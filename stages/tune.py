@@ -1,6 +1,7 @@
-"""Stage tune@<method>: the open hyper-parameters of every attack that `method`'s evaluation runs
+"""Stage tune@<method> <seed>: the open hyper-parameters of every attack that `method`'s evaluation runs
 (ASK-Atk's tau and omega, DkNN-Atk's sigmoid steepness), chosen on held-out training images at the
-evaluation budget and then fixed. Writes metrics/tuning/<method>.json."""
+evaluation budget, on the model trained with `seed` (the first training seed), and then fixed for
+every seed's model. Writes metrics/tuning/<method>.json."""
 from askknn.experiments import AttackSuite, tuning_targets
 from askknn.io import write_json
 from askknn.params import load_params
@@ -9,12 +10,12 @@ from askknn.runtime import run_stage, stage_arguments, tuning_path
 
 
 def main() -> None:
-    method, = stage_arguments(__doc__, "method", choices={"method": METHODS})
+    method, seed = stage_arguments(__doc__, "method", "seed", choices={"method": METHODS})
     params = load_params()
-    suite = AttackSuite.from_project(".", method, params)
+    suite = AttackSuite.from_project(".", method, params, seed)
     cells = [suite.tune(attack, layers, metric, params["eps"])
              for attack, layers, metric in tuning_targets(params, method)]
-    write_json(tuning_path(method), {"method": method, "eps": params["eps"], "cells": cells})
+    write_json(tuning_path(method), {"method": method, "seed": seed, "eps": params["eps"], "cells": cells})
 
 
 if __name__ == "__main__":

@@ -99,13 +99,22 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
     subprocess.run(["bash", "benchmarks/gpu_run.sh", "run", "tiny", str(out), "-S", "eps=24"], cwd=copy, check=True)
     assert sorted(p.name for p in out.iterdir()) == ["stage_times.md", "tiny.tar.gz"]
     assert (out / "tiny.tar.gz").stat().st_size < 16 * 2**20   # what the device tool brings back
-    assert "over 46 stages" in (out / "stage_times.md").read_text()
+    assert f"over {len(gpu_run.stages(copy))} stages" in (out / "stage_times.md").read_text()
     subprocess.run([sys.executable, "benchmarks/gpu_run.py", "gather", str(out / "tiny.tar.gz")], cwd=copy, check=True)
     assert json.loads((copy / "metrics/tiny/preset.json").read_text()) == {"preset": "tiny"}
     assert json.loads((copy / "metrics/tiny/attack/ask_cosine.json").read_text())["eps"] == 24
     results = (copy / "reports/tiny/results.md").read_text()
     assert "the whole pipeline in" in results and "CPU" in results
     assert (copy / "reports/tiny/stage_times.md").exists() and (copy / "reports/tiny/figures").is_dir()
+    # every method under every training seed, and Table 3's pooled verdicts
+    for label in ("ASK-Def, seed 2", "AT+SNN, mean of 3 seeds"):
+        assert label in results
+    assert "seed-stratified exact McNemar" in results
+    # Table 3's seed-0 AT cell is Table 1's first start: same model, attack and generator
+    outcomes = copy / "reports/tiny/outcomes"
+    trained = json.loads((outcomes / "trained/at_seed0.json").read_text())["robust"]["ask"]
+    table1 = json.loads((outcomes / "attack/ask_cosine.json").read_text())["robust"]
+    assert trained == {name: cells["start_0"] for name, cells in table1.items()}
     # the library from another working directory, on the project's trained model (README, "Use from Python")
     from askknn.experiments import AttackSuite
     elsewhere = tmp_path / "elsewhere"
