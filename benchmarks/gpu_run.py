@@ -1,7 +1,7 @@
 """Run a preset's whole pipeline where DVC is not installed (a borrowed GPU machine with no
 internet), and bring its results home beside the default preset's.
 
-    python benchmarks/gpu_run.py run cifar10_fast -S eps=8 --archive OUT/cifar10_fast.tar.gz
+    python benchmarks/gpu_run.py run cifar10_fast -S eps=8 -S 'seeds=[0]' --archive OUT/cifar10_fast.tar.gz
     python benchmarks/gpu_run.py gather OUT/cifar10_fast.tar.gz     # back here: metrics/ and reports/<preset>/
 
 `run` reads the stages of dvc.yaml (foreach, matrix and ${...} resolved as DVC resolves them),

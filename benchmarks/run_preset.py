@@ -1,7 +1,7 @@
 """Run a whole preset and keep its results beside the default preset's, without changing what
 `dvc.lock` and `dvc status` describe (not a stage: it drives `dvc repro`).
 
-    python benchmarks/run_preset.py cifar10_cpu -S eps=8
+    python benchmarks/run_preset.py cifar10_cpu -S eps=8 -S 'seeds=[0]'
 
 1. params.yaml is switched to the preset and the -S settings (top-level keys of params.yaml);
 2. `dvc repro` runs, timed stage by stage (benchmarks/time_repro.py);

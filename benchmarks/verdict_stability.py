@@ -1,12 +1,14 @@
 """How stable are the report's verdicts? Re-runs a preset with other training and attack seeds and
 compares the two metrics/verdicts.json (not a stage: it runs the whole pipeline once more).
 
-    python benchmarks/verdict_stability.py                   # the default preset, seeds + 1
+    python benchmarks/verdict_stability.py                   # disjoint seeds: 0, 1, 2 -> 3, 4, 5
     python benchmarks/verdict_stability.py --offset 7
 
 The committed verdicts (metrics/verdicts.json, from `dvc repro`) are the first set. The second comes
-from a copy of the project's tracked files in a temporary folder, where the preset's train.seed and
-attacks.seed are raised by `--offset` and every stage runs in one process (benchmarks/gpu_run.py).
+from a copy of the project's tracked files in a temporary folder, where every training seed of
+params.yaml's `seeds` and the preset's attacks.seed are raised by `--offset` (by default the number
+of seeds, so the two sets of training seeds are disjoint) and every stage runs in one process
+(benchmarks/gpu_run.py).
 Writes reports/verdict_stability.md: how many verdicts changed, which, and whether any reversed
 (holds <-> reversed).
 """
@@ -54,22 +56,23 @@ def rerun(preset: str, offset: int, folder: Path) -> list[dict]:
             (folder / name).write_bytes(source.read_bytes())
     config_path = folder / "presets" / f"{preset}.yaml"
     config = yaml.safe_load(config_path.read_text())
-    config["train"]["seed"] += offset
     config["attacks"]["seed"] += offset
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     top = yaml.safe_load((ROOT / "params.yaml").read_text())
+    seeds = [s + offset for s in top["seeds"]]
     subprocess.run([sys.executable, "benchmarks/gpu_run.py", "run", preset, "-S", f"eps={top['eps']}",
-                    "--archive", str(folder / "out" / "run.tar.gz")], cwd=folder, check=True)
+                    "-S", f"seeds={seeds}", "--archive", str(folder / "out" / "run.tar.gz")], cwd=folder, check=True)
     return json.loads((folder / "metrics" / "verdicts.json").read_text())["verdicts"]
 
 
-def write_report(rows: list[dict], preset: str, offset: int, commit: str) -> None:
+def write_report(rows: list[dict], preset: str, offset: int, seeds: list[int], commit: str) -> None:
     changed = [r for r in rows if r["changed"]]
     reversed_ = [r for r in rows if r["reversed"]]
     lines = ["# Verdict stability\n",
              f"Written by `python benchmarks/verdict_stability.py --offset {offset}` at commit {commit}: the "
-             f"`{preset}` preset run again with train.seed and attacks.seed raised by {offset} (every model retrained, "
-             f"every attack redrawn), its verdicts compared with that commit's `metrics/verdicts.json`.\n",
+             f"`{preset}` preset run again with training seeds {[s + offset for s in seeds]} instead of {seeds} and "
+             f"attacks.seed raised by {offset} (every model retrained, every attack redrawn), its verdicts compared "
+             f"with that commit's `metrics/verdicts.json`.\n",
              f"- verdicts compared: {len(rows)}",
              f"- changed: {len(changed)} ({100 * len(changed) / len(rows):.1f}%)",
              f"- reversed (holds <-> reversed): {len(reversed_)}\n"]
@@ -81,15 +84,18 @@ def write_report(rows: list[dict], preset: str, offset: int, commit: str) -> Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--offset", type=int, default=1, help="added to train.seed and attacks.seed")
+    parser.add_argument("--offset", type=int, help="added to every training seed and to attacks.seed "
+                        "(default: the number of training seeds, so the two sets are disjoint)")
     args = parser.parse_args()
-    preset = yaml.safe_load((ROOT / "params.yaml").read_text())["preset"]
+    top = yaml.safe_load((ROOT / "params.yaml").read_text())
+    preset, seeds = top["preset"], top["seeds"]
+    offset = len(seeds) if args.offset is None else args.offset
     first = json.loads((ROOT / "metrics" / "verdicts.json").read_text())["verdicts"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
-        second = rerun(preset, args.offset, Path(tmp))
-    write_report(compare(first, second), preset, args.offset, commit)
+        second = rerun(preset, offset, Path(tmp))
+    write_report(compare(first, second), preset, offset, seeds, commit)
     print((ROOT / "reports" / "verdict_stability.md").read_text())
     return 0
 

@@ -126,6 +126,12 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
     assert result["images"] == 20 and result["outcomes"]["conv4"]["adversarial"].shape == (20,)
 
 
+def test_dvc_paths_with_list_indices_resolve_as_dvc_resolves_them():
+    context = {"seeds": [3, 4], "item": {"method": "at"}}
+    assert gpu_run.resolve("models/${item.method}_seed${seeds[0]}.safetensors", context) == "models/at_seed3.safetensors"
+    assert gpu_run.resolve("${seeds}", context) == [3, 4]
+
+
 def test_verdict_stability_counts_changes_and_reversals():
     import verdict_stability
     first = [{"claim": c, "source": "s", "verdict": v} for c, v in

@@ -243,14 +243,14 @@ def test_an_unreadable_model_file_names_the_file_and_the_stage_that_rebuilds_it(
     monkeypatch.chdir(tmp_path)
     data, params = types.SimpleNamespace(num_classes=10, channels=1), {"model": {"name": "small_cnn", "width": 1.0}}
     model = create_model("small_cnn", in_channels=1)
-    save_weights(model_path("at"), model.state_dict(), {"model": "small_cnn"})
-    assert load_trained("at", params, data) is not None
-    truncate(model_path("at"))
-    with pytest.raises(UnreadableFile, match=r"models/at.safetensors cannot be read.*dvc repro train@at"):
-        load_trained("at", params, data)
-    save_weights(model_path("at"), torch.nn.Linear(2, 2).state_dict())   # readable, but another network
-    with pytest.raises(UnreadableFile, match=r"models/at.safetensors does not fit model 'small_cnn'.*train@at"):
-        load_trained("at", params, data)
+    save_weights(model_path("at", 1), model.state_dict(), {"model": "small_cnn"})
+    assert load_trained("at", 1, params, data) is not None
+    truncate(model_path("at", 1))
+    with pytest.raises(UnreadableFile, match=r"models/at_seed1.safetensors cannot be read.*dvc repro train@at-1"):
+        load_trained("at", 1, params, data)
+    save_weights(model_path("at", 1), torch.nn.Linear(2, 2).state_dict())   # readable, but another network
+    with pytest.raises(UnreadableFile, match=r"models/at_seed1.safetensors does not fit model 'small_cnn'.*train@at-1"):
+        load_trained("at", 1, params, data)
 
 
 # ---------------------------------------------------------------- archives

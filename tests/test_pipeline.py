@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ["askknn", "stages", "presets", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
-EPS_STAGES = re.compile(r"^(tune@|attack@|eps_sweep@|ask_appendix@|evaluate_defense@|report$)")
+EPS_STAGES = re.compile(r"^(tune@|attack@|eps_sweep@|ask_appendix@|evaluate_trained@|evaluate_defense@|report$)")
 
 
 def run(cmd: list[str], cwd: Path, stderr: bool = True) -> str:
@@ -59,6 +59,7 @@ def test_repro_then_eps_experiment(tmp_path):
             shutil.copy(src, repo / name)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["preset"] = "tiny"
+    params["seeds"] = [0, 1]   # two training seeds: the pooled verdicts, at less cost than the default's three
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
@@ -66,7 +67,8 @@ def test_repro_then_eps_experiment(tmp_path):
     run(["git", "commit", "-qm", "tiny"], repo)
 
     first = ran_stages(run(["dvc", "repro"], repo))
-    assert {"prepare", "train@at", "bank@at", "evaluate_clean@at", "report"} <= first
+    assert {"prepare", "train@at-0", "train@askdef-1", "bank@at-1", "evaluate_clean@at-0", "evaluate_trained@atsnn-1",
+            "report"} <= first
     results = (repo / "reports" / "results.md").read_text()
     assert "Table 1" in results and "Table 5" in results
     assert "not resolved at n = " in results or "**holds**" in results   # paired verdicts
@@ -105,4 +107,4 @@ def test_repro_then_eps_experiment(tmp_path):
     (repo / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))
     run(["dvc", "repro", "prepare"], repo)
     stale = stale_stages(repo) - before
-    assert "evaluate_clean@at" in stale and not {s for s in stale if s.startswith("train@")}, sorted(stale)
+    assert "evaluate_clean@at-0" in stale and not {s for s in stale if s.startswith("train@")}, sorted(stale)

@@ -12,7 +12,8 @@ from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import dknn_thresholds
 from askknn.attacks.pgd import PGD
 from askknn.experiments import AttackSuite, run_seed
-from askknn.stats import auroc, claim_verdict, equivalence_verdict, pack, paired_test, proportion, unpack
+from askknn.stats import (auroc, claim_verdict, equivalence_verdict, holm, pack, paired_test, pooled_claim_verdict,
+                          proportion, seed_mean, unpack)
 
 LAYERS = ["conv3", "conv4"]
 CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "random_starts": 2, "seed": 0,
@@ -161,6 +162,35 @@ def test_verdicts_read_holds_reversed_or_not_resolved():
     close[:2] = False
     assert claim_verdict(close, high, "lower")["verdict"] == "not resolved at n = 100"
     assert claim_verdict(high, high, "higher")["verdict"] == "not resolved at n = 100"   # a tie is no win
+
+
+def pair(only_a: int, only_b: int, both: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes of two columns with `only_a` and `only_b` discordant images."""
+    a = np.array([1] * both + [1] * only_a + [0] * only_b, bool)
+    b = np.array([1] * both + [0] * only_a + [1] * only_b, bool)
+    return a, b
+
+
+def test_the_pooled_test_sums_the_discordant_pairs_of_every_seed_and_needs_every_seed_to_agree():
+    v = pooled_claim_verdict([pair(6, 1), pair(5, 2), pair(7, 0)], "higher")
+    assert (v["only_a"], v["only_b"], v["seeds"], v["n"]) == (18, 3, 3, 171)
+    assert v["p_value"] == pytest.approx(0.001490, rel=1e-3)   # two-sided binomial, 3 of 21 (by hand: 2 x 1562 / 2^21)
+    assert v["verdict"] == "holds" and v["seeds_agree"]
+    assert pooled_claim_verdict([pair(6, 1), pair(5, 2), pair(7, 0)], "lower")["verdict"] == "reversed"
+    # one seed the other way: a pooled test that rejects is not enough
+    split = pooled_claim_verdict([pair(12, 1), pair(12, 0), pair(1, 3)], "higher")
+    assert split["p_value"] < 0.001 and not split["seeds_agree"]
+    assert split["verdict"].startswith("not resolved") and "seeds disagree" in split["verdict"]
+    # Holm keeps the sign rule
+    assert holm([{**split, "claim": "higher"}])[0]["verdict"].startswith("not resolved")
+
+
+def test_the_mean_over_seeds_has_a_t_interval():
+    m = seed_mean([0.5, 0.6, 0.7])
+    assert m["accuracy"] == pytest.approx(0.6) and m["seeds"] == 3
+    assert m["ci95"] == pytest.approx([0.6 - 4.3027 * 0.1 / 3 ** 0.5, 0.6 + 4.3027 * 0.1 / 3 ** 0.5], abs=1e-4)
+    assert seed_mean([0.5])["ci95"] is None
+    assert seed_mean([0.02, 0.0, 0.01])["ci95"][0] == 0.0   # clipped to [0, 1]
 
 
 def test_equivalence_within_a_margin():
