@@ -128,7 +128,8 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
 
 def test_dvc_paths_with_list_indices_resolve_as_dvc_resolves_them():
     context = {"seeds": [3, 4], "item": {"method": "at"}}
-    assert gpu_run.resolve("models/${item.method}_seed${seeds[0]}.safetensors", context) == "models/at_seed3.safetensors"
+    path = gpu_run.resolve("models/${item.method}_seed${seeds[0]}.safetensors", context)
+    assert path == "models/at_seed3.safetensors"
     assert gpu_run.resolve("${seeds}", context) == [3, 4]
 
 

@@ -292,7 +292,7 @@ def test_an_archive_replaced_at_the_same_path_is_unpacked_again_and_its_hash_cha
 def test_the_prepare_stage_records_the_source_hash(tmp_path, monkeypatch):
     folder = fashion_folder(tmp_path / "fmnist")
     shutil.copytree(ROOT / "presets", tmp_path / "presets")
-    (tmp_path / "params.yaml").write_text("preset: fashion_mnist\neps: 8\n")
+    (tmp_path / "params.yaml").write_text("preset: fashion_mnist\neps: 8\nseeds: [0]\n")
     edit = yaml.safe_load((tmp_path / "presets" / "fashion_mnist.yaml").read_text())
     edit["data"].update(source=str(folder), train_size=None, val_size=10, bank_size=10, eval_size=10)
     edit["attacks"]["tuning_size"], edit["experiments"]["subset_size"], edit["attacks"]["worst_case_size"] = 10, 10, 10
@@ -356,7 +356,7 @@ def test_an_unknown_preset_stops_the_first_stage_with_a_clear_error_and_writes_n
     assert ("error: preset = 'nope' is unknown; allowed: cifar10, cifar10_cpu, cifar10_fast, fashion_mnist"
             in capsys.readouterr().err)
     assert not (project / "metrics").exists()
-    (project / "params.yaml").write_text("preset: tiny\neps: 8\n")
+    (project / "params.yaml").write_text("preset: tiny\neps: 8\nseeds: [0]\n")
     runpy.run_path(str(ROOT / "stages" / "check_params.py"), run_name="__main__")
     assert yaml.safe_load((project / "metrics" / "preset.json").read_text()) == {"preset": "tiny"}
 
@@ -397,7 +397,7 @@ def test_the_egg_info_is_neither_tracked_nor_shown_as_untracked():
 
 
 def test_a_bad_parameter_ends_a_stage_with_one_line_and_the_traceback_only_on_request(project):
-    (project / "params.yaml").write_text("preset: tiny\neps: 999\n")
+    (project / "params.yaml").write_text("preset: tiny\neps: 999\nseeds: [0]\n")
     env = {k: v for k, v in os.environ.items() if k != "ASKKNN_DEBUG"}
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "check_params.py")], cwd=project,
                           capture_output=True, text=True, env=env)

@@ -210,7 +210,7 @@ def test_snn_loss_equals_the_formula_and_never_nan(distance):
 ])
 def test_bad_defense_parameters_fail_at_once(tmp_path, method, key, value, message):
     shutil.copytree(ROOT / "presets", tmp_path / "presets")
-    (tmp_path / "params.yaml").write_text("preset: tiny\neps: 8\n")
+    (tmp_path / "params.yaml").write_text("preset: tiny\neps: 8\nseeds: [0]\n")
     preset = yaml.safe_load((tmp_path / "presets" / "tiny.yaml").read_text())
     preset["methods"][method][key] = value
     (tmp_path / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset))
