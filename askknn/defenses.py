@@ -15,11 +15,30 @@ import dataclasses
 
 import torch
 
-from askknn.attacks.ask import SharedReferenceASK
+from askknn.attacks.base import Attack
 from askknn.data import PreparedData, to_float
 from askknn.distributed import gather_batch
 from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.training import TrainConfig
+
+
+class SharedReferenceASK(Attack):
+    """ASK-Def's generator G2 (paper eq. 7): ascend the defense-form ASK loss at one layer against
+    a reference batch shared by all inputs (the images and their labels are given)."""
+
+    def __init__(self, refs: torch.Tensor, ref_labels: torch.Tensor, num_classes: int, layer: str, metric: str,
+                 tau: float, eps: float, steps: int, step_size: float, train_mode: bool = False):
+        super().__init__(eps, steps, step_size, train_mode=train_mode)
+        self.refs, self.ref_labels, self.num_classes = refs, ref_labels, num_classes
+        self.layer, self.metric, self.tau = layer, metric, tau
+
+    @torch.no_grad()
+    def prepare(self, model, x, y):
+        return model.features(self.refs, [self.layer])[self.layer]
+
+    def loss(self, model, x_adv, y, ref_features) -> torch.Tensor:
+        sim = similarity(model.features(x_adv, [self.layer])[self.layer], ref_features, self.metric, self.tau)
+        return ask_loss(sim, self.ref_labels.expand(len(y), -1), y, self.num_classes, "defense")
 
 
 class AskDefTerm:

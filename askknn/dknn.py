@@ -35,19 +35,22 @@ class DeepKNN:
         return {layer: self.bank.labels[self.bank.search(layer, self.metric, features[layer], self.k)[1]]
                 for layer in self.layers}
 
-    def vote_counts(self, features: dict) -> np.ndarray:
-        """Votes (B, C) summed over the layers. Every layer has the same K, so argmax_c sum_l p_l^c
-        is argmax_c of the integer counts: exact ties stay exact (float fractions such as
-        1/5 + 2/5 and 0/5 + 3/5 differ in their last bit)."""
+    def counts_of(self, labels: dict[str, np.ndarray]) -> np.ndarray:
+        """Votes (B, C) summed over the layers, from each layer's neighbour labels. Every layer has
+        the same K, so argmax_c sum_l p_l^c is argmax_c of the integer counts: exact ties stay exact
+        (float fractions such as 1/5 + 2/5 and 0/5 + 3/5 differ in their last bit)."""
         classes = np.arange(self.bank.num_classes)
-        return sum((labels[..., None] == classes).sum(axis=1) for labels in self.neighbour_labels(features).values())
+        return sum((lab[..., None] == classes).sum(axis=1) for lab in labels.values())
+
+    def vote_counts(self, features: dict) -> np.ndarray:
+        """Votes (B, C) summed over the layers (see `counts_of`)."""
+        return self.counts_of(self.neighbour_labels(features))
 
     def votes(self, features: dict) -> tuple[np.ndarray, np.ndarray]:
         """(vote counts (B, C), predictions (B,)): argmax of the counts, ties broken by the nearest
         neighbour whose class is tied (neighbours ordered by rank, then by layer)."""
         labels = self.neighbour_labels(features)
-        classes = np.arange(self.bank.num_classes)
-        counts = sum((lab[..., None] == classes).sum(axis=1) for lab in labels.values())
+        counts = self.counts_of(labels)
         tied = counts == counts.max(axis=1, keepdims=True)
         by_rank = np.stack([labels[layer] for layer in self.layers], axis=2).reshape(len(counts), -1)
         first = np.take_along_axis(tied, by_rank, axis=1).argmax(axis=1)   # a tied class always occurs

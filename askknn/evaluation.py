@@ -14,8 +14,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from askknn.bank import extract_features
 from askknn.data import to_float
-from askknn.dknn import DeepKNN
+from askknn.dknn import DeepKNN, tie_rate
+from askknn.stats import proportion
 
 
 def dknn_scores(model, x: torch.Tensor, y: torch.Tensor, dknns: dict[str, DeepKNN]) -> dict[str, dict]:
@@ -98,7 +100,7 @@ def dnn_robustness(attack: Callable, model, images: torch.Tensor, labels: torch.
     return {"robust": torch.cat(robust).numpy(), "clean": torch.cat(clean).numpy()}
 
 
-def tune(make_attack: Callable[..., Callable], grid: list[dict], model, images: torch.Tensor,
+def best_of_grid(make_attack: Callable[..., Callable], grid: list[dict], model, images: torch.Tensor,
          labels: torch.Tensor, judge: DeepKNN, batch_size: int, device="cpu") -> tuple[dict, list[dict]]:
     """The grid entry whose attack leaves `judge` least accurate on the tuning images, and every
     entry's accuracy. Each entry's attack is built afresh, so all draw the same random numbers."""
@@ -118,3 +120,25 @@ def on_grid_edge(chosen: dict, grid: list[dict]) -> list[str]:
         if len(values) > 1 and value in (values[0], values[-1]):
             edges.append(key)
     return edges
+
+
+@torch.no_grad()
+def dnn_correct(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device="cpu") -> np.ndarray:
+    """Per uint8 image, whether the DNN classifies it correctly."""
+    preds = [model(to_float(images[i:i + batch_size].to(device))).argmax(1).cpu()
+             for i in range(0, len(labels), batch_size)]
+    return (torch.cat(preds) == labels).numpy()
+
+
+def clean_accuracies(model, bank, images: torch.Tensor, labels: torch.Tensor, dknn: dict, device="cpu") -> dict:
+    """The DNN's and every DkNN configuration's clean accuracy (n and 95% interval) on uint8 `images`,
+    with each DkNN's tie rate (how often the tie rule decided); dknn: the preset's dknn section."""
+    features = extract_features(model, images, dknn["layers"], dknn["batch_size"], device)
+    result = {"dnn": proportion(dnn_correct(model, images, labels, dknn["batch_size"], device)), "dknn": {}}
+    for metric in dknn["metrics"]:
+        result["dknn"][metric] = {}
+        for layers in dknn["layer_sets"]:
+            counts, predictions = DeepKNN(bank, layers, dknn["k"], metric).votes(features)
+            result["dknn"][metric]["+".join(layers)] = {**proportion(predictions == labels.numpy()),
+                                                        "tie_rate": tie_rate(counts)}
+    return result

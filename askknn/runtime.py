@@ -21,10 +21,11 @@ from askknn.shared import ParamError
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
 BANKS = Path("banks")
-METRICS = Path("metrics")
+METRICS_DIR = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 OUTCOMES = Path("outcomes")   # per-image outcomes of every evaluation, for the report's paired tests
+RESOLVED = Path("resolved_params.yaml")   # the selected preset over presets/base.yaml, tracked by DVC
 
 
 def device() -> torch.device:
@@ -59,7 +60,7 @@ def advknn_block_path(method: str, metric: str, root: Path = Path(".")) -> Path:
 
 def tuning_path(method: str, root: Path = Path(".")) -> Path:
     """The tuned hyper-parameters of every attack on `method` (tuned on the first training seed's model)."""
-    return root / METRICS / "tuning" / f"{method}.json"
+    return root / METRICS_DIR / "tuning" / f"{method}.json"
 
 
 def bank_path(method: str, seed: int, root: Path = Path(".")) -> Path:
@@ -133,5 +134,5 @@ def write_evaluation(kind: str, name: str, summary: dict, outcomes: dict) -> Non
     """A stage's small metrics file (metrics/<kind>/<name>.json) and its per-image outcomes
     (outcomes/<kind>/<name>.json: the `robust` tree, read by the report's paired tests, and the
     `clean` tree of the same shape; leaves of `outcomes` are {robust, clean} packed strings)."""
-    write_json(METRICS / kind / f"{name}.json", summary)
+    write_json(METRICS_DIR / kind / f"{name}.json", summary)
     write_json(OUTCOMES / kind / f"{name}.json", {part: split_outcomes(outcomes, part) for part in ("robust", "clean")})

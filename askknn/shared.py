@@ -1,11 +1,10 @@
-"""What every layer of the package shares: its error type and the names of metrics, layers and
-methods. The leaf of the package: it imports nothing from askknn (import-linter checks it)."""
+"""What every layer of the package shares: its error type and the names of metrics and layers (the
+attacks and training methods are listed in askknn.registry). The leaf of the package: it imports
+nothing from askknn (import-linter checks it)."""
 from __future__ import annotations
 
 METRICS = ("cosine", "l2")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-METHODS = ("at", "at_wide", "askdef", "atsnn")   # here, not in defenses: stages that only
-# name a method must not depend on the training code
 
 
 class ParamError(ValueError):

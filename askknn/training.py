@@ -1,8 +1,8 @@
 """One adversarial-training loop for AT, ASK-Def and AT+SNN (they differ by one loss term).
 
 loss = CE(f(PGD(x)), y) + extra_term(...). Every epoch draws its randomness from
-seed + epoch, and a checkpoint (model, optimizer, history) is written atomically after each
-epoch, so an interrupted run resumed from its checkpoint ends with the same weights.
+seed + epoch, and a checkpoint (model, optimizer, history; askknn.checkpoints) is written atomically
+after each epoch, so an interrupted run resumed from its checkpoint ends with the same weights.
 
 On CUDA the loop is made fast without changing what it computes on the CPU: the uint8 images live
 on the device and are converted and augmented there, the model runs channels_last with
@@ -34,9 +34,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from askknn.attacks.pgd import PGD
+from askknn.checkpoints import CheckpointMismatch as CheckpointMismatch   # re-exported: checkpoints were defined here
+from askknn.checkpoints import check_layout as check_layout
+from askknn.checkpoints import load_checkpoint, save_checkpoint
+from askknn.checkpoints import read_checkpoint as read_checkpoint
 from askknn.data import PreparedData, to_float
-from askknn.distributed import all_sum, broadcast_buffers, broadcast_object, is_main, rank_and_world
-from askknn.io import load_torch, save_torch
+from askknn.distributed import all_sum, broadcast_buffers, is_main, rank_and_world
 
 
 @dataclass
@@ -148,69 +151,47 @@ def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size
     return {"loss": loss.item() / n, "accuracy": correct.item() / n}
 
 
-class CheckpointMismatch(RuntimeError):
-    """A checkpoint written by another number of processes or with another global batch."""
+@dataclass
+class TrainLoop:
+    """What every training step of one run uses; `net` is the entry point of the passes that train the
+    model (the DDP wrapper under torchrun, else the model itself)."""
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    attack: PGD
+    extra_term: ExtraTerm | None
+    layers: list
 
 
-def read_checkpoint(path: Path):
-    """What rank 0 finds at `path`: the checkpoint, None if there is none, or the exception reading it
-    raised. Only rank 0 reads, as only rank 0 writes: on several machines only its node has the file."""
-    if not is_main() or not path.exists():
-        return None
-    try:
-        return load_torch(path)
-    except Exception as exc:   # sent to every rank, which all start over alike
-        return exc
+def place_model(model, device) -> torch.device:
+    """`model` moved to `device` (channels_last, with cudnn.benchmark, on CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN time and keep its fastest kernels
+        model.to(device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
+    return device
 
 
-def check_layout(path: Path, state: dict, world: int, global_batch: int) -> None:
-    """Refuse a checkpoint written by another number of processes or with another global batch: the
-    run would not continue as it began (other batches, learning rate and random streams)."""
-    # A checkpoint from before these keys were saved is taken as one process's at train.batch_size
-    # (which its name fixes), so it still resumes in one process.
-    run = {"world size": world, "global batch": global_batch}
-    saved = {"world size": state.get("world_size", 1), "global batch": state.get("global_batch", global_batch // world)}
-    differ = [f"{k} {saved[k]} (this run: {run[k]})" for k in run if saved[k] != run[k]]
-    if differ:
-        raise CheckpointMismatch(f"checkpoint {path} was written with {', '.join(differ)}; resume with the "
-                                 f"same number of processes (torchrun --nproc-per-node, train.nproc) and "
-                                 f"train.batch_size, or delete the checkpoint to start over")
+def training_net(model, device: torch.device, world: int):
+    """The entry point of training passes: under torchrun the DDP wrapper (SyncBatchNorm on CUDA)."""
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        if device.type == "cuda":
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # replaces the BatchNorm layers in place
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return net
 
 
-def load_checkpoint(path: Path, model, optimizer, world: int, global_batch: int) -> tuple[int, list]:
-    """(epochs done, history) from `path`, or (0, []) to start over. Rank 0 reads the checkpoint and
-    every rank loads rank 0's copy. One written by another number of processes (`world`) or with
-    another `global_batch` raises CheckpointMismatch, on every rank alike. A checkpoint that cannot
-    be read (truncated, refused by weights_only loading, or of another shape) never blocks training: it
-    is renamed aside to `<name>.unreadable`, a warning names it, and the model and optimizer keep their
-    fresh state, so the run is the same as one that never had a checkpoint."""
-    import copy
-    import os
-    import warnings
-
-    path = Path(path)
-    state = broadcast_object(read_checkpoint(path))
-    if state is None:
-        return 0, []
-    if isinstance(state, dict):
-        check_layout(path, state, world, global_batch)
-    fresh_model, fresh_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    try:
-        if isinstance(state, Exception):
-            raise state
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, history = int(state["epoch"]), list(state["history"])
-    except Exception as exc:   # UnreadableFile, missing keys, mismatched shapes: all mean "start over"
-        model.load_state_dict(fresh_model)
-        optimizer.load_state_dict(fresh_optimizer)
-        aside = path.with_name(path.name + ".unreadable")
-        if is_main():   # the one rank that writes checkpoints also sets them aside
-            os.replace(path, aside)
-        warnings.warn(f"checkpoint {path} cannot be resumed ({exc}); moved it to {aside} and training "
-                      f"starts over from epoch 0", RuntimeWarning, stacklevel=2)
-        return 0, []
-    return epoch, history
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def epoch_order(n: int, world: int) -> torch.Tensor:
@@ -223,15 +204,69 @@ def epoch_order(n: int, world: int) -> torch.Tensor:
     return order[:n - n % world]
 
 
+def train_step(loop: TrainLoop, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on the float batch (x, y): augmentation, the training attack, CE plus the extra
+    term; returns the batch's summed loss (float64 on the device)."""
+    cfg, model = loop.cfg, loop.model
+    if cfg.augment == "crop_flip":
+        x = crop_flip(x)
+    if loop.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(cfg, loop.device):
+        x_adv = loop.attack(model, x, y)
+        model.train()
+        logits, feats = loop.net(x_adv, loop.layers)
+        loss = F.cross_entropy(logits.float(), y)
+        if loop.extra_term is not None:
+            loss = loss + loop.extra_term(model, x, y, x_adv, feats, loop.net)
+    loop.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.optimizer.step()
+    return loss.detach().double() * len(y)   # float64 on the device: what Python floats summed
+
+
+def train_epoch(loop: TrainLoop, x_train: torch.Tensor, y_train: torch.Tensor,
+                epoch: int) -> tuple[torch.Tensor, int, float]:
+    """One epoch of training, its randomness drawn from seed + epoch (and the rank, under torchrun):
+    (this rank's summed loss, the images of the epoch, its seconds)."""
+    cfg, world, device = loop.cfg, loop.world, loop.device
+    global_batch = cfg.global_batch(world)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    set_lr(loop.optimizer, cfg.lr_at(epoch, world))
+    order = epoch_order(len(y_train), world)
+    if world > 1:   # then independent random starts and crops on every rank
+        torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + loop.rank + 1)
+    tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device)
+    for start_idx in tqdm(range(0, len(order), global_batch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                          leave=False, disable=None if is_main() else True):  # no bar off a terminal
+        if cfg.schedule == "onecycle":
+            set_lr(loop.optimizer, cfg.lr_at(epoch, world, start_idx / len(order)))
+        idx = order[start_idx:start_idx + global_batch].tensor_split(world)[loop.rank]   # this rank's slice
+        idx = idx.to(device, non_blocking=True)
+        total += train_step(loop, to_float(x_train[idx]), y_train[idx])
+    if device.type == "cuda":
+        torch.cuda.synchronize()   # the epoch's time includes its queued kernels
+    return total, len(order), time.perf_counter() - tic
+
+
+def epoch_record(loop: TrainLoop, epoch: int, total: torch.Tensor, n: int, epoch_time: float, x_val, y_val,
+                 val_attack: PGD) -> dict:
+    """The epoch's history entry: the training loss summed over the ranks, held-out clean and PGD metrics."""
+    all_sum(total)
+    broadcast_buffers(loop.model)
+    clean = evaluate(loop.model, x_val, y_val, device=loop.device)
+    robust = evaluate(loop.model, x_val, y_val, val_attack, device=loop.device)
+    cfg, world = loop.cfg, loop.world
+    return {"epoch": epoch + 1, "lr": cfg.lr_at(epoch, world), "global_batch": cfg.global_batch(world),
+            "train_loss": total.item() / n,
+            "val_loss": clean["loss"], "val_clean_accuracy": clean["accuracy"],
+            "val_pgd_accuracy": robust["accuracy"], "epoch_seconds": epoch_time}
+
+
 def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, extra_term: ExtraTerm | None = None,
                 device="cpu", log: Callable[[str], None] = print) -> list[dict]:
     """Train `model` in place, resuming from `checkpoint` if it exists; returns per-epoch history."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN time and keep its fastest kernels
-        model.to(device, memory_format=torch.channels_last)
-    else:
-        model.to(device)
+    device = place_model(model, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     rank, world = rank_and_world()
@@ -242,61 +277,16 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
             f"{world} x {cfg.lr:g} (linear scaling)")
     if start and is_main():
         log(f"resuming from {checkpoint} after epoch {start}")
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        if device.type == "cuda":
-            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # replaces the BatchNorm layers in place
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = training_net(model, device, world)
     x_train, y_train = (t.to(device) for t in data.split("train"))   # uint8: resident on the device
     x_val, y_val = data.split("val")
     attack, val_attack = cfg.training_pgd(), cfg.pgd(cfg.val_pgd_steps)
-    layers = getattr(extra_term, "layers", [])
+    loop = TrainLoop(model, net, optimizer, cfg, device, rank, world, attack, extra_term,
+                     getattr(extra_term, "layers", []))
     for epoch in range(start, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(epoch, world)
-        order = epoch_order(len(y_train), world)
-        if world > 1:   # then independent random starts and crops on every rank
-            torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
-        tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device)
-        for start_idx in tqdm(range(0, len(order), global_batch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                              leave=False, disable=None if is_main() else True):  # no bar off a terminal
-            if cfg.schedule == "onecycle":
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr_at(epoch, world, start_idx / len(order))
-            idx = order[start_idx:start_idx + global_batch].tensor_split(world)[rank]   # this rank's slice
-            idx = idx.to(device, non_blocking=True)
-            x, y = to_float(x_train[idx]), y_train[idx]
-            if cfg.augment == "crop_flip":
-                x = crop_flip(x)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(cfg, device):
-                x_adv = attack(model, x, y)
-                model.train()
-                logits, feats = net(x_adv, layers)
-                loss = F.cross_entropy(logits.float(), y)
-                if extra_term is not None:
-                    loss = loss + extra_term(model, x, y, x_adv, feats, net)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach().double() * len(y)   # float64 on the device: what Python floats summed
-        if device.type == "cuda":
-            torch.cuda.synchronize()   # the epoch's time includes its queued kernels
-        epoch_time = time.perf_counter() - tic
-        all_sum(total)
-        broadcast_buffers(model)
-        clean = evaluate(model, x_val, y_val, device=device)
-        robust = evaluate(model, x_val, y_val, val_attack, device=device)
-        history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch, world), "global_batch": global_batch,
-                        "train_loss": total.item() / len(order),
-                        "val_loss": clean["loss"], "val_clean_accuracy": clean["accuracy"],
-                        "val_pgd_accuracy": robust["accuracy"], "epoch_seconds": epoch_time})
+        total, n, epoch_time = train_epoch(loop, x_train, y_train, epoch)
+        history.append(epoch_record(loop, epoch, total, n, epoch_time, x_val, y_val, val_attack))
         if is_main():
             log(" ".join(f"{k}={v:.4g}" for k, v in history[-1].items()))
-            save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "epoch": epoch + 1, "history": history, "world_size": world,
-                                    "global_batch": global_batch})
+            save_checkpoint(checkpoint, model, optimizer, epoch + 1, history, world, global_batch)
     return history

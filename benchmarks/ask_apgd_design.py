@@ -10,6 +10,7 @@ import argparse
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.ask_apgd import ASKAPGDAttack
 from askknn.evaluation import run_attack
+from askknn.attacks.ask import tuned
 from askknn.experiments import AttackSuite
 from askknn.io import write_text
 from askknn.params import load_params
@@ -32,7 +33,7 @@ def main() -> None:
     eps, cfg = params["eps"], params["attacks"]
     rows = ["| layers | attack | restart | runs x steps | DkNN accuracy [95% CI] |", "|---|---|---|---|---|"]
     for layers in (["conv4"], ["conv3", "conv4"]):
-        name, ask = layer_set_name(layers), suite.tuned_ask(layers, "cosine")
+        name, ask = layer_set_name(layers), tuned(suite, layers, "cosine")
         judge = {name: suite.dknn(layers, "cosine")}
         attacks = [("ASK-Atk", "-", f"1 x {cfg['steps']}",
                     ASKAttack(suite.bank, layers, metric="cosine", **suite.budget(eps), **ask, seed=1))]

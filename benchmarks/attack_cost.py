@@ -78,7 +78,7 @@ def trained_setting(params: dict, repeats: int):
                            ("sw20", "cosine"), ("ask_apgd", "cosine")):
         for layers in layer_sets(params):
             make, grid = suite.factory(attack, layers, metric, params["eps"], {})
-            instance = make(0, **suite.hyper(attack, layers, metric, grid, {}))
+            instance = make(0, **suite.tuned.of(attack, layers, metric, grid, {}))
             if attack == "ask_apgd":   # one run: its floor is its steps (later runs only attack the unfooled)
                 instance.restarts = 1
             attacks.append((attack, metric, layers, instance, instance.steps))

@@ -32,8 +32,8 @@ import torch
 from askknn.data import TRAIN_SPLITS, PreparedData, load_dataset, make_splits, save_prepared
 from askknn.io import write_json, write_text
 from askknn.models import create_model
-from askknn.params import read_yaml
-from askknn.report import rate_with_ci
+from askknn.params import preset_config
+from askknn.report.common import rate_with_ci
 from askknn.schema import Preset, check
 from askknn.training import TrainConfig, train_model
 
@@ -62,7 +62,7 @@ VARIANTS = [dict(train_images=10_000, epochs=10, pgd_steps=3, pgd_step_size=2.0)
 
 
 def preset() -> dict:
-    return check(Preset, read_yaml(ROOT / "presets" / "cifar10_cpu.yaml"), "presets/cifar10_cpu.yaml").model_dump()
+    return check(Preset, preset_config("cifar10_cpu", ROOT), "presets/cifar10_cpu.yaml").model_dump()
 
 
 def ms_per_image(fn, batch: int, repeats: int = 5) -> float:

@@ -28,7 +28,7 @@ from time_repro import timed_repro
 
 from askknn.params import available_presets
 from askknn.shared import ParamError
-from askknn.runtime import METRICS, OUTCOMES, PLOTS, REPORTS
+from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS
 
 PARAMS = Path("params.yaml")
 # source -> destination under reports/<preset>/ (metrics/ goes to metrics/<preset>/)
@@ -36,7 +36,7 @@ REPORT_COPIES = {REPORTS / "results.md": "results.md", REPORTS / "figures": "fig
                  OUTCOMES: "outcomes", PLOTS: "training"}
 # What a run of the pipeline rewrites that git holds for the default preset (DVC's cached outputs
 # come back with `dvc checkout`).
-COMMITTED_OUTPUTS = [str(p) for p in (PARAMS, Path("dvc.lock"), METRICS, *REPORT_COPIES)]
+COMMITTED_OUTPUTS = [str(p) for p in (PARAMS, Path("dvc.lock"), METRICS_DIR, *REPORT_COPIES)]
 
 
 def switched(text: str, settings: dict[str, str]) -> str:
@@ -65,7 +65,7 @@ def check_clean(target: str) -> None:
 
 def gather(staging: Path) -> None:
     """metrics/ and the report's files into `staging`; what a cut-off run did not make is left out."""
-    shutil.copytree(METRICS, staging / METRICS, ignore=shutil.ignore_patterns(*available_presets()))
+    shutil.copytree(METRICS_DIR, staging / METRICS_DIR, ignore=shutil.ignore_patterns(*available_presets()))
     for source, name in REPORT_COPIES.items():
         if not source.exists():
             continue
@@ -77,7 +77,7 @@ def gather(staging: Path) -> None:
 def install(preset: str, staging: Path) -> None:
     """Each gathered item replaces its namesake in metrics/<preset>/ and reports/<preset>/; files
     there that a run does not gather (stage_times.md, the preset's calibration) stay."""
-    for kind in (METRICS, REPORTS):
+    for kind in (METRICS_DIR, REPORTS):
         home = kind / preset
         home.mkdir(parents=True, exist_ok=True)
         for item in (staging / kind).iterdir():

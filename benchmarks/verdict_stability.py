@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from askknn.io import write_text  # noqa: E402
+from askknn.params import preset_config  # noqa: E402
 
 
 def word(verdict: str) -> str:
@@ -55,8 +56,9 @@ def rerun(preset: str, offset: int, folder: Path) -> list[dict]:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_bytes(source.read_bytes())
     config_path = folder / "presets" / f"{preset}.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    config["attacks"]["seed"] += offset
+    config = yaml.safe_load(config_path.read_text()) or {}
+    seed = preset_config(preset, ROOT)["attacks"]["seed"]   # the preset's own, or base.yaml's
+    config.setdefault("attacks", {})["seed"] = seed + offset
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     top = yaml.safe_load((ROOT / "params.yaml").read_text())
     seeds = [s + offset for s in top["seeds"]]

@@ -4,17 +4,18 @@ case), trained on the cached bank features (backbone frozen), and their agreemen
 on held-out images. Two blocks, one per CE weight of the original: `single` (lam_single, for
 one-layer attacks) and `multi` (lam_multi, for attacks on several layers), so each attack ascends
 the loss its block learnt."""
-from askknn.attacks.advknn import knn_agreement, save_blocks, train_knn_block
+from askknn.knn_blocks import knn_agreement, save_blocks, train_knn_block
 from askknn.bank import FeatureBank
 from askknn.io import write_json
 from askknn.params import load_params
-from askknn.shared import METHODS, METRICS as METRIC_NAMES
-from askknn.runtime import METRICS, advknn_block_path, bank_path, run_stage, stage_arguments
+from askknn.registry import METHODS
+from askknn.shared import METRICS as METRIC_NAMES
+from askknn.runtime import METRICS_DIR, advknn_block_path, bank_path, run_stage, stage_arguments
 
 
 def main() -> None:
     method, metric, seed = stage_arguments(__doc__, "method", "metric", "seed",
-                                          choices={"method": METHODS, "metric": METRIC_NAMES})
+                                          choices={"method": list(METHODS), "metric": METRIC_NAMES})
     params = load_params()
     cfg, k, layers = params["attacks"]["advknn"], params["dknn"]["k"], params["dknn"]["layers"]
     bank, extra = FeatureBank.load(bank_path(method, seed))
@@ -26,7 +27,7 @@ def main() -> None:
         summary[name] = {"lam": cfg[f"lam_{name}"], "final_loss": history[-1],
                          "agreement_with_knn": knn_agreement(blocks[name], bank, held_out, layers, k, metric)}
     save_blocks(advknn_block_path(method, metric), blocks)
-    write_json(METRICS / "advknn" / f"{method}_{metric}.json",
+    write_json(METRICS_DIR / "advknn" / f"{method}_{metric}.json",
                {"method": method, "seed": seed, "metric": metric, "epochs": cfg["epochs"], **summary})
 
 

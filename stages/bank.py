@@ -3,12 +3,12 @@ the model of `method` trained with seed `seed`."""
 from askknn.bank import FeatureBank, extract_features
 from askknn.data import PreparedData
 from askknn.params import load_params
-from askknn.shared import METHODS
+from askknn.registry import METHODS
 from askknn.runtime import PREPARED, bank_path, device, load_trained, run_stage, stage_arguments
 
 
 def main() -> None:
-    method, seed = stage_arguments(__doc__, "method", "seed", choices={"method": METHODS})
+    method, seed = stage_arguments(__doc__, "method", "seed", choices={"method": list(METHODS)})
     params = load_params()
     data = PreparedData(PREPARED)
     model = load_trained(method, seed, params, data)

@@ -1,15 +1,16 @@
 """Stage eps_sweep@<attack> <seed>: DkNN accuracy of the AT model (training seed `seed`) under
 DkNN-Atk or AdvKnn against the budget (Figure 1, left; ASK-Atk's curve is evaluate_defense@at's), on
 the first `experiments.subset_size` evaluation images. The step follows the budget (step rule)."""
-from askknn.experiments import AttackSuite, cell, outcome
+from askknn.experiments import AttackSuite
+from askknn.records import cell, outcome
 from askknn.params import load_params
+from askknn.registry import names
 from askknn.runtime import layer_set_name, run_stage, stage_arguments, write_evaluation
 
-SWEPT = ("dknn_atk", "advknn")
 
 
 def main() -> None:
-    attack, seed = stage_arguments(__doc__, "attack", "seed", choices={"attack": SWEPT})
+    attack, seed = stage_arguments(__doc__, "attack", "seed", choices={"attack": names(lambda a: a.swept)})
     params = load_params()
     exp = params["experiments"]
     layers, name = exp["sweep_layers"], layer_set_name(exp["sweep_layers"])

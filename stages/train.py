@@ -11,14 +11,14 @@ from askknn.defenses import extra_term, train_config
 from askknn.distributed import is_main, rank_and_world, relaunch, setup, teardown, under_torchrun
 from askknn.io import save_weights, write_json, write_text
 from askknn.params import load_params
-from askknn.shared import METHODS
-from askknn.runtime import (METRICS, MODELS, PLOTS, PREPARED, config_hash, device, model_name, model_path,
+from askknn.registry import METHODS
+from askknn.runtime import (METRICS_DIR, MODELS, PLOTS, PREPARED, config_hash, device, model_name, model_path,
                             new_model, run_stage, seed_everything, stage_arguments)
 from askknn.training import effective_precision, train_model
 
 
 def main() -> None:
-    method, seed = stage_arguments(__doc__, "method", "seed", choices={"method": METHODS})
+    method, seed = stage_arguments(__doc__, "method", "seed", choices={"method": list(METHODS)})
     params = load_params()
     if params["train"]["launcher"] == "torchrun" and not under_torchrun():
         relaunch(__file__, [method, str(seed)], params["train"]["nproc"])
@@ -49,7 +49,7 @@ def write_outputs(method: str, seed: int, params: dict, cfg, model, history: lis
     rows += [",".join(str(h[c]) for c in rows[0].split(",")) for h in history]
     write_text(PLOTS / f"train_{name}.csv", "\n".join(rows) + "\n")
     last, world = history[-1], rank_and_world()[1]
-    write_json(METRICS / "train" / f"{name}.json", {
+    write_json(METRICS_DIR / "train" / f"{name}.json", {
         "method": method, "seed": seed, "epochs": last["epoch"], "global_batch": cfg.global_batch(world),
         "lr": cfg.peak_lr(world),
         "val_clean_accuracy": last["val_clean_accuracy"],

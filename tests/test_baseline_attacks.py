@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from askknn.attacks.advknn import (AdvKnnAttack, knn_agreement, knn_histograms, load_blocks, save_blocks,
-                                   train_knn_block, without_self)
+from askknn.attacks.advknn import AdvKnnAttack
+from askknn.knn_blocks import knn_agreement, knn_histograms, load_blocks, save_blocks, train_knn_block, without_self
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
 from askknn.attacks.ask_apgd import ASKAPGDAttack
 from askknn.attacks.sw20 import SW20Attack

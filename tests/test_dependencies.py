@@ -1,15 +1,21 @@
-"""dvc.yaml lists, for every stage, exactly the askknn modules its script imports (transitively), and
-no stage but the report reads a file that holds timings."""
+"""dvc.yaml lists, for every stage, exactly the askknn modules its script imports (transitively, the
+attack modules that the registry imports lazily included where attacks are built), no stage but the
+report reads a file that holds timings, and dvc.yaml's lists of methods and attacks are the
+registry's."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import yaml
 
+from askknn import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = ("metrics/train", "plots", "metrics/attack", "metrics/eps_sweep", "metrics/ask_appendix",
-           "metrics/defense")   # epoch_seconds, seconds_per_image
+           "metrics/defense", "metrics/trained")   # epoch_seconds, seconds_per_image
+BUILDERS = {entry.builder.partition(":")[0] for entry in registry.ATTACKS.values()}
 
 
 def module_file(module: str) -> Path:
@@ -27,6 +33,8 @@ def imported(path: Path) -> set[str]:
                     if (ROOT / node.module.replace(".", "/") / f"{a.name}.py").exists()}
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("askknn")}
+    if re.search(r"\.builder_function\(\)", path.read_text()) and path.name != "registry.py":
+        out |= BUILDERS   # the code that builds attacks imports every registered attack's module
     return out
 
 
@@ -68,3 +76,10 @@ def test_only_the_report_reads_timings():
     for name, _, deps in stages():
         if name != "report":
             assert not [d for d in deps if d.startswith(TIMINGS)], name
+
+
+def test_dvc_yaml_lists_the_registry_s_methods_and_attacks():
+    lists = next(v for v in yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"] if isinstance(v, dict))
+    assert lists["methods"] == list(registry.METHODS)
+    assert lists["attacks"] == list(registry.ATTACKS)
+    assert lists["swept"] == registry.names(lambda a: a.swept)

@@ -15,13 +15,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-import yaml
 
 from askknn.data import PreparedData, make_splits, save_prepared
 from askknn.defenses import SnnTerm, extra_term
 from askknn.io import load_torch, save_torch
 from askknn.losses import snn_loss
 from askknn.models import create_model
+from askknn.params import preset_config
 from askknn.training import CheckpointMismatch, TrainConfig, load_checkpoint, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def config(epochs: int, eps: int = 16, batch_size: int = 100, lr: float = 0.05) 
 def train(folder: Path, checkpoint: Path, cfg: TrainConfig, method: str) -> dict:
     """The weights, the history (without its timings, which differ between ranks) and the log lines."""
     data = PreparedData(folder)
-    params = yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
+    params = preset_config("tiny", ROOT)
     torch.manual_seed(0)
     model = create_model("small_cnn", in_channels=1)
     log = []

@@ -131,14 +131,3 @@ def test_dvc_paths_with_list_indices_resolve_as_dvc_resolves_them():
     path = gpu_run.resolve("models/${item.method}_seed${seeds[0]}.safetensors", context)
     assert path == "models/at_seed3.safetensors"
     assert gpu_run.resolve("${seeds}", context) == [3, 4]
-
-
-def test_verdict_stability_counts_changes_and_reversals():
-    import verdict_stability
-    first = [{"claim": c, "source": "s", "verdict": v} for c, v in
-             (("a", "holds"), ("b", "not resolved at n = 10"), ("c", "reversed"), ("d", "holds"))]
-    second = [{"claim": c, "source": "s", "verdict": v} for c, v in
-              (("d", "holds"), ("a", "reversed"), ("b", "holds"), ("c", "not resolved at n = 10"))]
-    rows = verdict_stability.compare(first, second)
-    assert [r["changed"] for r in rows] == [True, True, True, False]
-    assert [r["reversed"] for r in rows] == [True, False, False, False]

@@ -1,5 +1,5 @@
-"""One test per row of issue 10's table: each bad input or fault gives an error that names the problem
-(or works), and leaves no partial output behind. Small synthetic inputs only."""
+"""Bad inputs and faults, one test each: each gives an error that names the problem (or works), and
+leaves no partial output behind. Small synthetic inputs only."""
 import copy
 import fnmatch
 import gzip
@@ -22,7 +22,7 @@ from PIL import Image
 from askknn.data import DataError, load_dataset, load_digits_dataset, make_splits, save_prepared, PreparedData
 from askknn.io import UnreadableFile, atomic_path, load_weights, save_torch, save_weights, stale_temporaries
 from askknn.models import create_model
-from askknn.params import load_params
+from askknn.params import load_params, preset_config
 from askknn.shared import ParamError
 from askknn.runtime import load_trained, model_path
 from askknn.training import TrainConfig, load_checkpoint, train_model
@@ -34,14 +34,17 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 # ---------------------------------------------------------------- helpers
 @pytest.fixture
 def project(tmp_path):
-    """A copy of params.yaml and the presets, switched to the tiny preset."""
+    """A copy of params.yaml and the presets, switched to the tiny preset, whose whole configuration
+    is written into presets/base.yaml (so that a key removed from it is missing everywhere)."""
     shutil.copytree(ROOT / "presets", tmp_path / "presets")
-    (tmp_path / "params.yaml").write_text("preset: tiny\neps: 8\n")
+    (tmp_path / "params.yaml").write_text("preset: tiny\neps: 8\nseeds: [0]\n")
+    (tmp_path / "presets" / "base.yaml").write_text(yaml.safe_dump(preset_config("tiny", ROOT)))
+    (tmp_path / "presets" / "tiny.yaml").write_text("# every value is base.yaml's\n")
     return tmp_path
 
 
 def edit_preset(project, change):
-    path = project / "presets" / "tiny.yaml"
+    path = project / "presets" / "base.yaml"
     preset = yaml.safe_load(path.read_text())
     change(preset)
     path.write_text(yaml.safe_dump(preset))
@@ -293,7 +296,7 @@ def test_the_prepare_stage_records_the_source_hash(tmp_path, monkeypatch):
     folder = fashion_folder(tmp_path / "fmnist")
     shutil.copytree(ROOT / "presets", tmp_path / "presets")
     (tmp_path / "params.yaml").write_text("preset: fashion_mnist\neps: 8\nseeds: [0]\n")
-    edit = yaml.safe_load((tmp_path / "presets" / "fashion_mnist.yaml").read_text())
+    edit = preset_config("fashion_mnist", ROOT)
     edit["data"].update(source=str(folder), train_size=None, val_size=10, bank_size=10, eval_size=10)
     edit["attacks"]["tuning_size"], edit["experiments"]["subset_size"], edit["attacks"]["worst_case_size"] = 10, 10, 10
     edit["dknn"]["k"] = edit["attacks"]["ask"]["k_pos"] = edit["attacks"]["ask"]["k_neg"] = 1

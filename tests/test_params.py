@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from askknn.params import available_presets, load_params
+from askknn.params import available_presets, load_params, preset_config
 from askknn.shared import ParamError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +25,9 @@ def edit(project, top=None, **sections):
     if not sections:
         return
     path = project / "presets" / f"{params['preset']}.yaml"
-    preset = yaml.safe_load(path.read_text())
+    preset = yaml.safe_load(path.read_text()) or {}
     for section, values in sections.items():
-        preset[section].update(values)
+        preset.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(preset))
 
 
@@ -75,11 +75,38 @@ def test_bad_parameters_fail_before_any_work(project, top, sections, message):
 
 def test_the_schema_declares_every_training_method_and_passes_every_preset_value_through(project):
     from askknn import schema
-    from askknn.shared import METHODS
+    from askknn.registry import METHODS
 
     assert set(schema.Methods.model_fields) == set(METHODS)
     for preset in available_presets(project):   # nothing dropped by the schema
-        raw = yaml.safe_load((project / "presets" / f"{preset}.yaml").read_text())
+        raw = preset_config(preset, project)
         edit(project, {"preset": preset})
         loaded = load_params(project)
         assert {section: loaded[section] for section in raw} == raw   # same keys, same values
+
+
+def flat(tree: dict, prefix: tuple = ()) -> dict:
+    """A nested mapping's leaves (a list is a leaf) by their key path."""
+    out = {}
+    for key, value in tree.items():
+        out.update(flat(value, prefix + (key,)) if isinstance(value, dict) and value else {prefix + (key,): value})
+    return out
+
+
+def test_every_preset_holds_only_what_differs_from_the_base(project):
+    base = flat(yaml.safe_load((project / "presets" / "base.yaml").read_text()))
+    for preset in available_presets(project):
+        own = flat(yaml.safe_load((project / "presets" / f"{preset}.yaml").read_text()) or {})
+        assert set(own) <= set(base), f"{preset}: keys the base does not have: {set(own) - set(base)}"
+        assert not [k for k, v in own.items() if base[k] == v], f"{preset} repeats base.yaml's values"
+
+
+def test_a_preset_overrides_the_base_key_by_key(project):
+    path = project / "presets" / "cifar10_cpu.yaml"
+    path.write_text(path.read_text() + "dknn:\n  k: 7\n")
+    edit(project, {"preset": "cifar10_cpu"})
+    params = load_params(project)
+    base = yaml.safe_load((project / "presets" / "base.yaml").read_text())
+    assert params["dknn"]["k"] == 7 and params["dknn"]["layers"] == base["dknn"]["layers"]   # merged, not replaced
+    assert params["model"]["width"] == 0.25 and params["train"]["lr"] == base["train"]["lr"]
+    assert "base" not in available_presets(project)

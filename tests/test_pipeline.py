@@ -101,7 +101,7 @@ def test_repro_then_eps_experiment(tmp_path):
     assert not {s for s in before if s.startswith("train@") or s == "report"}, sorted(before)
     stale = stale_after_edit(repo, "askknn/attacks/advknn.py") - before
     assert "attack@advknn-cosine" in stale and not {s for s in stale if s.startswith("train@")}, sorted(stale)
-    assert stale_after_edit(repo, "askknn/report.py") - before == {"report"}
+    assert stale_after_edit(repo, "askknn/report/common.py") - before == {"report"}
     preset = yaml.safe_load((repo / "presets" / "tiny.yaml").read_text())
     preset["data"]["eval_size"] = 50    # the bank and training splits are drawn first: unchanged
     (repo / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from askknn.attacks.advknn import save_blocks, train_knn_block
+from askknn.knn_blocks import save_blocks, train_knn_block
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import dknn_thresholds
 from askknn.attacks.pgd import PGD
-from askknn.experiments import AttackSuite, run_seed
+from askknn.experiments import AttackSuite, run_seed, tune_attack, worst_case
 from askknn.stats import (auroc, claim_verdict, equivalence_verdict, holm, pack, paired_test, pooled_claim_verdict,
                           proportion, seed_mean, unpack)
 
@@ -48,7 +48,7 @@ def make_suite(digits, model, bank, k: int = 5) -> AttackSuite:
 
 def test_tuning_reads_only_held_out_images_and_fixes_the_choice(digits, digits_model, digits_bank):
     suite = make_suite(digits, digits_model, digits_bank)
-    record = suite.tune("ask", ["conv4"], "cosine", 26)
+    record = tune_attack(suite, "ask", ["conv4"], "cosine", 26)
     assert record["images"] == CFG["tuning_size"] and record["split"].startswith("val")
     assert [g["tau"] for g in record["grid"]] == [0.01, 0.1]
     best = min(record["grid"], key=lambda g: g["dknn_accuracy"])
@@ -62,7 +62,7 @@ def test_a_run_without_tuning_names_the_tuning_stage(digits, digits_model, digit
 
     suite = make_suite(digits, digits_model, digits_bank)
     with pytest.raises(ParamError, match=r"dvc repro tune@at"):
-        suite.hyper("ask", ["conv4"], "cosine", [{"tau": 0.1}], {})
+        suite.tuned.of("ask", ["conv4"], "cosine", [{"tau": 0.1}], {})
 
 
 def test_the_step_is_a_fixed_fraction_of_the_budget(digits, digits_model, digits_bank):
@@ -114,7 +114,7 @@ def test_random_negatives_keep_the_true_class_references(digits_model, digits_ba
 def test_dknn_atk_guides_follow_k(digits, digits_model, digits_bank):
     for k in (3, 7):
         suite = make_suite(digits, digits_model, digits_bank, k=k)
-        make, _ = suite.dknn_atk(["conv4"], "cosine", 8)
+        make, _ = suite.factory("dknn_atk", ["conv4"], "cosine", 8, {})
         assert make(0, steepness=4.0).guides == k
 
 
@@ -128,7 +128,7 @@ def test_advknn_runs_use_the_block_trained_with_their_lambda(digits, digits_mode
     monkeypatch.setattr(experiments, "advknn_block_path", lambda method, metric, root: tmp_path / "blocks.safetensors")
     suite = make_suite(digits, digits_model, digits_bank)
     for layers, lam in ((["conv4"], 20.0), (LAYERS, 0.3)):
-        make, grid = suite.advknn(layers, "cosine", 8)
+        make, grid = suite.factory("advknn", layers, "cosine", 8, {})
         assert make(0).block.lam == lam and grid == []
 
 
@@ -219,7 +219,7 @@ def test_the_worst_case_cascade_attacks_only_images_every_earlier_attack_failed_
     suite.data = EvaluationToo(digits)
     suite.tuned[("dknn_atk", ("conv4",), "cosine")] = {"steepness": 4.0}
     robust = np.arange(60) % 3 != 0          # pretend earlier attacks fooled every third image
-    result = suite.worst_case(["conv4"], "cosine", 26, robust, attacks=("dknn_atk", "sw20"))
+    result = worst_case(suite, ["conv4"], "cosine", 26, robust, attacks=("dknn_atk", "sw20"))
     first, second = result["attacks"]["dknn_atk"], result["attacks"]["sw20"]
     assert first["images"] == robust.sum() and second["images"] == robust.sum() - first["fooled"]
     assert not (result["robust"] & ~robust).any(), "a fooled image never becomes robust again"

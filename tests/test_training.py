@@ -14,7 +14,7 @@ from askknn.data import PreparedData, make_splits, save_prepared, to_float
 from askknn.defenses import extra_term
 from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.models import create_model
-from askknn.params import load_params
+from askknn.params import load_params, preset_config
 from askknn.shared import ParamError
 from askknn.training import TrainConfig, autocast, effective_precision, train_model
 
@@ -33,7 +33,7 @@ def prepared(tmp_path_factory, digits):
 
 @pytest.fixture(scope="module")
 def params():
-    return yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
+    return preset_config("tiny", ROOT)
 
 
 def config(epochs=2):
@@ -212,7 +212,7 @@ def test_bad_defense_parameters_fail_at_once(tmp_path, method, key, value, messa
     shutil.copytree(ROOT / "presets", tmp_path / "presets")
     (tmp_path / "params.yaml").write_text("preset: tiny\neps: 8\nseeds: [0]\n")
     preset = yaml.safe_load((tmp_path / "presets" / "tiny.yaml").read_text())
-    preset["methods"][method][key] = value
+    preset.setdefault("methods", {}).setdefault(method, {})[key] = value
     (tmp_path / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset))
     with pytest.raises(ParamError, match=message):
         load_params(tmp_path)

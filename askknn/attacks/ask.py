@@ -129,20 +129,25 @@ class ASKAttack(Attack):
                    for omega, sim, labels in self.similarities(model, x_adv, refs))
 
 
-class SharedReferenceASK(Attack):
-    """ASK-Def's generator G2 (paper eq. 7): ascend the defense-form ASK loss at one layer against
-    a reference batch shared by all inputs (the images and their labels are given)."""
+def tuned(suite, layers, metric: str) -> dict:
+    """ASK-Atk's tuned tau and omega for these layers of the suite's model, as ASKAttack arguments."""
+    hyper = suite.tuned.of("ask", layers, metric, [{}], {})
+    omega = hyper.get("omega")
+    return {"tau": hyper["tau"], "omega": None if omega is None else {layers[0]: omega, layers[1]: 1 - omega}}
 
-    def __init__(self, refs: torch.Tensor, ref_labels: torch.Tensor, num_classes: int, layer: str, metric: str,
-                 tau: float, eps: float, steps: int, step_size: float, train_mode: bool = False):
-        super().__init__(eps, steps, step_size, train_mode=train_mode)
-        self.refs, self.ref_labels, self.num_classes = refs, ref_labels, num_classes
-        self.layer, self.metric, self.tau = layer, metric, tau
 
-    @torch.no_grad()
-    def prepare(self, model, x, y):
-        return model.features(self.refs, [self.layer])[self.layer]
+def build(suite, layers, metric: str, eps: int, **options):
+    """The registry's builder: ASK-Atk and its grid (tau; omega, the first layer's weight, when two
+    layers are attacked). A `tau` option fixes tau instead of the tuned one (Figure 4)."""
+    cfg = suite.cfg["ask"]
+    kw = {"k_pos": cfg["k_pos"], "k_neg": cfg["k_neg"], **{k: v for k, v in options.items() if k != "tau"}}
 
-    def loss(self, model, x_adv, y, ref_features) -> torch.Tensor:
-        sim = similarity(model.features(x_adv, [self.layer])[self.layer], ref_features, self.metric, self.tau)
-        return ask_loss(sim, self.ref_labels.expand(len(y), -1), y, self.num_classes, "defense")
+    def make(seed, tau=None, omega=None):
+        weights = None if omega is None else {layers[0]: omega, layers[1]: 1 - omega}
+        return ASKAttack(suite.bank, layers, metric=metric, **suite.budget(eps), **kw, seed=seed,
+                         **({"tau": tau} if tau is not None else {}), omega=weights)
+
+    grid = [{"tau": t} for t in cfg["tau_grid"][metric]]
+    if len(layers) == 2:
+        grid = [{**g, "omega": w} for g in grid for w in cfg["omega_grid"]]
+    return make, grid

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from askknn.attacks.ask import ASKAttack
+from askknn.attacks.ask import ASKAttack, tuned
 from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
 from askknn.losses import ask_logits
@@ -139,3 +139,14 @@ class ASKAPGDAttack(ASKAttack):
             x_out[todo[keep]], margin[todo[keep]] = x_r[keep], m_r[keep]
             fooled[todo[wrong]] = True
         return x_out
+
+
+def build(suite, layers, metric: str, eps: int):
+    """The registry's builder: ASK-APGD with ASK-Atk's tuned tau and omega (nothing more to tune)."""
+    cfg, ask = suite.cfg["ask_apgd"], suite.cfg["ask"]
+
+    def make(seed):
+        return ASKAPGDAttack(suite.bank, layers, eps / 255, suite.k, metric=metric, k_pos=ask["k_pos"],
+                             k_neg=ask["k_neg"], steps=cfg["steps"], restarts=cfg["restarts"],
+                             restart=cfg["restart"], seed=seed, **tuned(suite, layers, metric))
+    return make, []

@@ -125,3 +125,24 @@ class DkNNAttack(Attack):
             w.grad, = torch.autograd.grad(-self.loss(model, box(w), y, guides).sum(), w)
             opt.step()
         return self.project(box(w).detach(), x)   # only removes float rounding at the box's edges
+
+
+def guide_count(cfg: dict, k: int) -> int:
+    """DkNN-Atk's m (attacks.dknn_atk.guides): the DkNN's K (as the original ties them) or a fixed number."""
+    return k if cfg["guides"] == "k" else int(cfg["guides"])
+
+
+def build(suite, layers, metric: str, eps: int):
+    """The registry's builder: DkNN-Atk, its thresholds from the held-out features, and its grid
+    (the sigmoid's steepness)."""
+    cfg = suite.cfg["dknn_atk"]
+    eta = dknn_thresholds(suite.bank, suite.held_out, layers, suite.k, metric)
+    budget = suite.budget(eps)
+    if cfg["optimizer"] == "adam":
+        budget["steps"] = cfg["adam_steps"]
+
+    def make(seed, steepness):
+        return DkNNAttack(suite.bank, layers, thresholds=eta, metric=metric, guides=guide_count(cfg, suite.k),
+                          steepness=steepness, optimizer=cfg["optimizer"], adam_lr=cfg["adam_lr"], seed=seed,
+                          **budget)
+    return make, [{"steepness": a} for a in cfg["steepness_grid"][metric]]

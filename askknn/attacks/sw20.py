@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from askknn.attacks.base import Attack
-from askknn.attacks.dknn_attack import in_geometry
+from askknn.attacks.dknn_attack import guide_count, in_geometry
 from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
 from askknn.shared import METRICS, ParamError, choice
@@ -177,3 +177,15 @@ class SW20Attack(Attack):
                 return kept
             grad, = torch.autograd.grad(loss.sum(), x_adv)
             x_adv = self.project(x_adv.detach() + self.step_size * grad.sign(), x)
+
+
+def build(suite, layers, metric: str, eps: int):
+    """The registry's builder: SW20 with at least a majority of K guides on each side, (K + 1) // 2,
+    the fewest the original uses (m // 2 of DkNN-Atk's m when that is more), and the DkNN's K
+    (nothing to tune)."""
+    guides = 2 * max(guide_count(suite.cfg["dknn_atk"], suite.k) // 2, (suite.k + 1) // 2)
+
+    def make(seed):
+        return SW20Attack(suite.bank, layers, metric=metric, guides=guides, k=suite.k,
+                          reselect=suite.cfg["sw20"]["reselect"], seed=seed, **suite.budget(eps))
+    return make, []
