@@ -175,7 +175,7 @@ def test_bad_ask_parameters_fail_at_once(digits_bank, kwargs, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["stages/attack.py", "cw", "cosine"],
-     "invalid choice: 'cw' (choose from 'ask', 'dknn_atk', 'advknn', 'ask_apgd', 'sw20')"),
+     "invalid choice: 'cw' (choose from 'ask', 'advknn', 'dknn_atk', 'ask_apgd', 'sw20')"),
     (["stages/attack.py", "ask", "dot"], "invalid choice: 'dot' (choose from 'cosine', 'l2')"),
     (["stages/train.py", "trades"], "invalid choice: 'trades' (choose from 'at', 'at_wide', 'askdef', 'atsnn')"),
 ])

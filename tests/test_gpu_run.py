@@ -27,7 +27,7 @@ def test_the_stages_are_dvcs_own_and_each_runs_after_what_it_needs():
     for stage, producers in gpu_run.needs(found).items():
         assert all(position[p] < position[stage] for p in producers), stage
     by_name = {s.name: s for s in found}
-    assert by_name["attack@sw20-l2"].cmd.endswith("python stages/attack.py sw20 l2")
+    assert by_name["attack@sw20-l2"].cmd.endswith("python stages/attack.py sw20 l2 0")
     assert "models/advknn_at_l2.safetensors" in by_name["attack@sw20-l2"].deps
     assert {"advknn_block@at-l2", "tune@at"} <= gpu_run.needs(found)["attack@sw20-l2"]
     assert "attack@ask-cosine" in gpu_run.needs(found)["report"]   # through the folder dep metrics/attack
