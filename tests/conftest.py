@@ -1,6 +1,10 @@
 """Shared fixtures: scikit-learn's digits, a small CNN trained on them in seconds, and its bank."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,3 +54,15 @@ def digits_eval(digits):
 @pytest.fixture(scope="session")
 def digits_dknn(digits_bank):
     return DeepKNN(digits_bank, ["conv4"], k=5, metric="cosine")
+
+
+@pytest.fixture
+def tracked_copy(tmp_path) -> Path:
+    """A copy of the project's git-tracked files (what a fresh clone holds) in tmp_path/project."""
+    root, copy = Path(__file__).resolve().parents[1], tmp_path / "project"
+    files = subprocess.run(["git", "ls-files"], cwd=root, check=True, capture_output=True, text=True).stdout.split()
+    for name in files:
+        if (root / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, copy / name)
+    return copy

@@ -5,8 +5,6 @@ pipeline then tunes it, runs it as a Table 1 column, puts it in the worst-case c
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -55,17 +53,12 @@ def build(suite, layers, metric: str, eps: int):
 
 
 @pytest.mark.slow
-def test_a_new_attack_is_tuned_run_cascaded_and_reported(tmp_path, monkeypatch):
+def test_a_new_attack_is_tuned_run_cascaded_and_reported(tmp_path, monkeypatch, tracked_copy):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_run
 
     monkeypatch.setitem(registry.ATTACKS, ENTRY.name, ENTRY)
-    copy = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
+    copy = tracked_copy
     dvc_yaml = copy / "dvc.yaml"
     listed = "attacks: [ask, advknn, dknn_atk, ask_apgd, sw20]"
     assert listed in dvc_yaml.read_text()

@@ -4,7 +4,6 @@ metrics/<preset>/ and reports/<preset>/ (the whole `tiny` preset through benchma
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -88,13 +87,8 @@ def test_stages_run_in_order_in_process_and_a_failure_skips_only_its_dependents(
 
 
 @pytest.mark.slow
-def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp_path, monkeypatch):
-    copy = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
+def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp_path, monkeypatch, tracked_copy):
+    copy = tracked_copy
     out = tmp_path / "out"
     subprocess.run(["bash", "benchmarks/gpu_run.sh", "run", "tiny", str(out), "-S", "eps=24"], cwd=copy, check=True)
     assert sorted(p.name for p in out.iterdir()) == ["stage_times.md", "tiny.tar.gz"]
