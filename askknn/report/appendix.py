@@ -1,14 +1,11 @@
 """Sections: the appendix's studies of ASK-Atk (Tables 6-9, Figure 4)."""
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from askknn import paper  # noqa: E402
-from askknn.report.common import (  # noqa: E402
+from askknn import paper
+from askknn.report.common import (
+    plt,
     ATTACK_NAMES,
     paper_attacks,
     baselines,
@@ -22,7 +19,7 @@ from askknn.report.common import (  # noqa: E402
     save_figure,
     with_ci,
 )
-from askknn.runtime import layer_set_name  # noqa: E402
+from askknn.runtime import layer_set_name
 
 
 def appendix(name: str) -> tuple[dict, dict]:

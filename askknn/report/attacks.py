@@ -1,15 +1,12 @@
 """Sections: Table 1 (the attacks on the AT model), the calibrated DkNN, AdvKnn's blocks, Figure 1 (left)."""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from askknn import paper  # noqa: E402
-from askknn.report.common import (  # noqa: E402
+from askknn import paper
+from askknn.report.common import (
+    plt,
     ATTACK_NAMES,
     paper_attacks,
     baselines,
@@ -35,8 +32,8 @@ from askknn.report.common import (  # noqa: E402
     table1_worst_case,
     with_ci,
 )
-from askknn.runtime import layer_set_name  # noqa: E402
-from askknn.stats import (  # noqa: E402
+from askknn.runtime import layer_set_name
+from askknn.stats import (
     proportion,
     unpack,
 )

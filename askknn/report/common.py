@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (re-exported: the sections draw with it, on Agg)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 

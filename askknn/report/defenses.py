@@ -2,14 +2,11 @@
 Figures 1 right and 5)."""
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from askknn import paper, registry  # noqa: E402
-from askknn.report.common import (  # noqa: E402
+from askknn import paper, registry
+from askknn.report.common import (
+    plt,
     ATTACK_NAMES,
     METHOD_NAMES,
     suite,
@@ -28,8 +25,8 @@ from askknn.report.common import (  # noqa: E402
     table1_worst_case,
     with_ci,
 )
-from askknn.runtime import layer_set_name, model_name  # noqa: E402
-from askknn.stats import pack, proportion, unpack  # noqa: E402
+from askknn.runtime import layer_set_name, model_name
+from askknn.stats import pack, proportion, unpack
 
 DEFENSE_CLAIMS = [  # (a, b, claim, what is checked)
     ("askdef", "at", "paper: ASK-Def is more robust than AT"),

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from askknn.report.common import (  # noqa: E402
+from askknn.report.common import (
+    plt,
     ATTACK_NAMES,
     METHOD_NAMES,
     suite,
@@ -22,8 +19,8 @@ from askknn.report.common import (  # noqa: E402
     save_figure,
     with_ci,
 )
-from askknn.runtime import PLOTS, layer_set_name, model_name  # noqa: E402
-from askknn.stats import (  # noqa: E402
+from askknn.runtime import PLOTS, layer_set_name, model_name
+from askknn.stats import (
     ALPHA,
     proportion_of,
 )
