@@ -7,7 +7,8 @@ internet), and bring its results home beside the default preset's.
 `run` reads the stages of dvc.yaml (foreach, matrix and ${...} resolved as DVC resolves them),
 orders them by their deps and outs, and runs every stage's script in this one process (runpy), so
 the ~46 stages pay for Python, torch and CUDA start-up once. It writes stage_times.md (device,
-seconds per stage) after every stage, stops starting stages after `--deadline` seconds, and packs
+seconds per stage) after every stage, stops starting stages after `--deadline` seconds (the report
+still runs, naming what is missing), and packs
 metrics/, outcomes/, the report, its figures and the training curves into one .tar.gz (one file
 to bring back, a few MB). `gather` unpacks such an archive into metrics/<preset>/ and
 reports/<preset>/, as benchmarks/run_preset.py does after a `dvc repro`.
@@ -45,6 +46,8 @@ from askknn.io import write_text  # noqa: E402
 from askknn.runtime import REPORTS  # noqa: E402
 
 TOKEN = re.compile(r"\$\{([^}]+)\}")
+LATE = ("eps_sweep", "ask_appendix")   # the curves and appendix tables: after Tables 1, 3 and 5 under a deadline
+FINAL = "report"   # runs even past the deadline: it reports what was made and names what was not
 
 
 @dataclass
@@ -132,14 +135,16 @@ def needs(found: list[Stage]) -> dict[str, set[str]]:
 
 
 def ordered(found: list[Stage]) -> list[Stage]:
-    """A stage after every stage whose outputs it depends on; otherwise dvc.yaml's order."""
+    """A stage after every stage whose outputs it depends on; otherwise dvc.yaml's order, the LATE
+    stages after the others."""
     needs_of, done, order = needs(found), set(), []
     while len(order) < len(found):
         ready = [s for s in found if s.name not in done and needs_of[s.name] <= done]
         if not ready:
             raise SystemExit(f"dvc.yaml has a cycle among: {', '.join(sorted(set(needs_of) - done))}")
-        order.append(ready[0])
-        done.add(ready[0].name)
+        chosen = min(ready, key=lambda s: s.name.split("@")[0] in LATE)   # the first ready, LATE last
+        order.append(chosen)
+        done.add(chosen.name)
     return order
 
 
@@ -203,7 +208,7 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> i
     try:
         for stage in ordered(found):
             late = deadline is not None and time.perf_counter() - started > deadline
-            if late or needs_of[stage.name] & set(skipped):
+            if stage.name != FINAL and (late or needs_of[stage.name] & set(skipped)):
                 skipped.append(stage.name)   # past the deadline, or a stage it needs failed or was skipped
                 continue
             print(f"--- {stage.name}: {stage.cmd}", flush=True)
