@@ -24,6 +24,7 @@ import platform
 import re
 import runpy
 import shlex
+import shutil
 import signal
 import sys
 import tarfile
@@ -43,7 +44,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from run_preset import gather, install, switched  # noqa: E402
 
 from askknn.io import write_text  # noqa: E402
-from askknn.runtime import REPORTS  # noqa: E402
+from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS  # noqa: E402
 
 TOKEN = re.compile(r"\$\{([^}]+)\}")
 LATE = ("eps_sweep", "ask_appendix")   # the curves and appendix tables: after Tables 1, 3 and 5 under a deadline
@@ -148,6 +149,16 @@ def ordered(found: list[Stage]) -> list[Stage]:
     return order
 
 
+def clear_results(found: list[Stage]) -> None:
+    """Delete every stage output that `pack` gathers (metrics, outcomes, reports, training curves):
+    the working tree holds the default preset's committed results, which a run cut short must
+    neither pack nor let its report read as its own."""
+    for out in {o for s in found for o in s.outs}:
+        path = Path(out)
+        if any(inside(out, str(folder)) for folder in (METRICS_DIR, OUTCOMES, PLOTS, REPORTS)) and path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def run_stage(cmd: str) -> None:
     """A stage's command (`[env K=V ...] python script args`) in this process."""
     words = shlex.split(cmd)
@@ -205,6 +216,7 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> i
     device, seconds, skipped, started = device_name(), {}, [], time.perf_counter()
     found = stages()
     needs_of = needs(found)
+    clear_results(found)
     try:
         for stage in ordered(found):
             late = deadline is not None and time.perf_counter() - started > deadline
@@ -223,14 +235,23 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> i
             write_times(times, preset, settings, device, seconds, skipped)
     finally:
         write_times(times, preset, settings, device, seconds, skipped)
-        pack(archive, times, device, sum(seconds.values()) / 60)
+        pack(archive, times, provenance(device, seconds, skipped, len(found)))
         print(f"{archive}: {archive.stat().st_size / 2**20:.1f} MiB; {sum(seconds.values()) / 60:.1f} min",
               flush=True)
     return 1 if skipped else 0
 
 
-def pack(archive: Path, times: Path, device: str, minutes: float) -> None:
-    """The results into one .tar.gz; the report's copy names the device and the run's minutes."""
+def provenance(device: str, seconds: dict, skipped: list[str], total: int) -> str:
+    """The report's line on where and how long the run ran, and which stages it did not finish."""
+    minutes = sum(seconds.values()) / 60
+    done = total - len(skipped)
+    ran = f"the whole pipeline in {minutes:.1f} min" if not skipped else \
+        f"{done} of {total} stages in {minutes:.1f} min (not run or failed: {', '.join(skipped)})"
+    return f"Run on {device}: {ran}, one process (benchmarks/gpu_run.py; stage times in stage_times.md)."
+
+
+def pack(archive: Path, times: Path, header: str) -> None:
+    """The results into one .tar.gz; the report's copy starts with `header` (device and minutes)."""
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         gather(staging)
@@ -239,8 +260,7 @@ def pack(archive: Path, times: Path, device: str, minutes: float) -> None:
         results = staging / REPORTS / "results.md"
         if results.exists():
             title, _, rest = results.read_text().partition("\n")
-            results.write_text(f"{title}\n\nRun on {device}: the whole pipeline in {minutes:.1f} min, one process "
-                               f"(benchmarks/gpu_run.py; stage times in stage_times.md).\n{rest}")
+            results.write_text(f"{title}\n\n{header}\n{rest}")
         archive.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive, "w:gz") as tar:
             tar.add(staging, arcname=".")

@@ -86,6 +86,53 @@ def test_stages_run_in_order_in_process_and_a_failure_skips_only_its_dependents(
         assert "./reports/stage_times.md" in tar.getnames()
 
 
+CUT_SHORT = {
+    "params.yaml": "preset: a\n",
+    "dvc.yaml": textwrap.dedent("""\
+        stages:
+          sweep:
+            cmd: python steps/write.py sweep metrics/sweep.json
+            outs: [metrics/sweep.json]
+          table:
+            cmd: python steps/write.py table metrics/table.json
+            outs: [metrics/table.json]
+          report:
+            cmd: python steps/report.py
+            deps: [metrics]
+            outs: [reports/results.md]
+        """),
+    "steps/write.py": PROJECT["steps/write.py"],
+    "steps/report.py": textwrap.dedent("""\
+        import pathlib
+        found = sorted(p.name for p in pathlib.Path("metrics").glob("*.json"))
+        pathlib.Path("reports").mkdir(exist_ok=True)
+        pathlib.Path("reports/results.md").write_text("made: " + ", ".join(found))
+        """),
+    # the committed results of another preset, which a run cut short must not pass off as its own
+    "metrics/sweep.json": "the default preset's",
+    "metrics/table.json": "the default preset's",
+    "reports/results.md": "the default preset's",
+}
+
+
+def test_a_run_past_its_deadline_still_reports_and_packs_nothing_it_did_not_make(tmp_path, monkeypatch):
+    for name, text in CUT_SHORT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gpu_run, "LATE", ("sweep",))
+    assert [s.name for s in gpu_run.ordered(gpu_run.stages())] == ["table", "sweep", "report"]
+    assert gpu_run.run("b", {}, tmp_path / "back" / "b.tar.gz", deadline=0) == 1
+    assert (tmp_path / "reports/results.md").read_text() == "made: "   # ran; the stale metrics were removed
+    with tarfile.open(tmp_path / "back" / "b.tar.gz") as tar:
+        names = tar.getnames()
+        results = tar.extractfile("./reports/results.md").read().decode()
+    assert not any(n.startswith("./metrics/") and n.endswith(".json") for n in names)
+    assert "1 of 3 stages in" in results and "(not run or failed: table, sweep)" in results
+    times = (tmp_path / "back/stage_times.md").read_text()
+    assert "not run (deadline, or a stage it needs failed): table, sweep" in times
+
+
 @pytest.mark.slow
 def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp_path, monkeypatch, tracked_copy):
     copy = tracked_copy

@@ -302,3 +302,18 @@ def test_holm_corrects_within_a_family_and_only_there():
     assert verdicts.records[0]["p_holm"] == pytest.approx(0.09375)
     assert "Holm-adjusted p = 0.094 (3 tests in the family)" in final
     assert "Of these 4 tests: 1 hold, 0 reversed, 3 not resolved." in final and "\x00" not in final
+
+
+def test_a_section_whose_files_are_missing_names_them_and_drops_its_verdicts(tmp_path):
+    """A run cut short (a GPU machine's deadline) still gets a report: the section without its
+    metrics says which file it lacks, and the claims it made before failing are not counted."""
+    from askknn.report import Verdicts, render
+    verdicts = Verdicts()
+
+    def half_done(params, verdicts):
+        verdicts.claim("made before the failure", "paper Table 1", "0" * 10, "1" * 10, "lower")
+        return (tmp_path / "metrics/attack/ask_cosine.json").read_text()
+
+    note = render(half_done, params=None, verdicts=verdicts)
+    assert "Not run (half_done)" in note and "metrics/attack/ask_cosine.json` is missing" in note
+    assert verdicts.records == []
