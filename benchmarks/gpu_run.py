@@ -24,7 +24,6 @@ import platform
 import re
 import runpy
 import shlex
-import shutil
 import signal
 import sys
 import tarfile
@@ -41,10 +40,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from run_preset import gather, install, switched  # noqa: E402
+from run_preset import clear_gathered, gather, install, switched  # noqa: E402
 
 from askknn.io import write_text  # noqa: E402
-from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS  # noqa: E402
+from askknn.runtime import REPORTS  # noqa: E402
 
 TOKEN = re.compile(r"\$\{([^}]+)\}")
 LATE = ("eps_sweep", "ask_appendix")   # the curves and appendix tables: after Tables 1, 3 and 5 under a deadline
@@ -149,16 +148,6 @@ def ordered(found: list[Stage]) -> list[Stage]:
     return order
 
 
-def clear_results(found: list[Stage]) -> None:
-    """Delete every stage output that `pack` gathers (metrics, outcomes, reports, training curves):
-    the working tree holds the default preset's committed results, which a run cut short must
-    neither pack nor let its report read as its own."""
-    for out in {o for s in found for o in s.outs}:
-        path = Path(out)
-        if any(inside(out, str(folder)) for folder in (METRICS_DIR, OUTCOMES, PLOTS, REPORTS)) and path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
 def run_stage(cmd: str) -> None:
     """A stage's command (`[env K=V ...] python script args`) in this process."""
     words = shlex.split(cmd)
@@ -216,7 +205,7 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> i
     device, seconds, skipped, started = device_name(), {}, [], time.perf_counter()
     found = stages()
     needs_of = needs(found)
-    clear_results(found)
+    clear_gathered()   # the tree's committed results are not this run's
     try:
         for stage in ordered(found):
             late = deadline is not None and time.perf_counter() - started > deadline

@@ -74,6 +74,17 @@ def gather(staging: Path) -> None:
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
 
 
+def clear_gathered() -> None:
+    """Delete everything `gather` would collect (the working tree's results of some earlier run,
+    e.g. the default preset's committed ones), so that a run cut short packs only its own."""
+    kept = set(available_presets())
+    for path in [*(p for p in METRICS_DIR.glob("*") if p.name not in kept), *REPORT_COPIES]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def install(preset: str, staging: Path) -> None:
     """Each gathered item replaces its namesake in metrics/<preset>/ and reports/<preset>/; files
     there that a run does not gather (stage_times.md, the preset's calibration) stay."""
