@@ -3,10 +3,13 @@ the step follows the budget, X+ survives random negatives, DkNN-Atk's guides fol
 block matches its attack's lambda, and the statistics behind the verdicts."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from askknn.io import read_json
 from askknn.knn_blocks import save_blocks, train_knn_block
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import dknn_thresholds
@@ -317,3 +320,27 @@ def test_a_section_whose_files_are_missing_names_them_and_drops_its_verdicts(tmp
     note = render(half_done, params=None, verdicts=verdicts)
     assert "Not run (half_done)" in note and "metrics/attack/ask_cosine.json` is missing" in note
     assert verdicts.records == []
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def every_claim() -> list:
+    """The entries of the report's claims table (lists and functions returning lists included)."""
+    from askknn.report import claims
+    found = []
+    for value in vars(claims).values():
+        if callable(value) and not isinstance(value, type) and value.__module__ == claims.__name__ \
+                and value.__name__ != "margin":
+            value = value()
+        items = value if isinstance(value, list) else [value]
+        found += [c for c in items if isinstance(c, claims.Claim)]
+    return found
+
+
+def test_every_verdict_of_the_report_is_a_claim_of_the_claims_table_and_every_claim_is_tested():
+    """The committed report's verdicts (metrics/verdicts.json) come from askknn/report/claims.py
+    and nothing else; a claim there that no section tests would be a dead entry."""
+    sources = {c.source for c in every_claim()}
+    made = {v["source"].split("; ", 1)[-1] for v in read_json(ROOT / "metrics/verdicts.json")["verdicts"]}
+    assert made == sources

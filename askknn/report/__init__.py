@@ -5,17 +5,30 @@ paper compares two columns on the same images with a paired test (`askknn.stats`
 `holds`, `reversed` or `not resolved at n = ...`; the verdicts, with their p-values or intervals,
 also go to metrics/verdicts.json.
 
-Each report section is a function (params, verdicts) -> Markdown in SECTIONS; it reads the files
+Each report section is a module with one function (params, verdicts) -> Markdown, listed in
+SECTIONS in the report's order; the claims it tests are data in `claims`. A section reads the files
 named by the parameter lists (methods, attacks, layer sets), never by listing a folder. A section
 whose files are missing (a run cut short, e.g. by a borrowed GPU machine's deadline) is replaced by
 a line naming the missing file, and its verdicts are dropped.
 """
 from __future__ import annotations
 
-from askknn.report.appendix import figure4, table6, table7, table8, table9
-from askknn.report.attacks import advknn_block, credibility, eps_curves, table1
-from askknn.report.defenses import defense_figures, defense_tables, stronger_defense_table
-from askknn.report.setup import clean_accuracy, setup, training, tuning
+from askknn.report.advknn_blocks import advknn_block
+from askknn.report.clean_accuracy import clean_accuracy
+from askknn.report.credibility import credibility
+from askknn.report.figure1_left import eps_curves
+from askknn.report.figure4 import figure4
+from askknn.report.figures1_right_5 import defense_figures
+from askknn.report.setting import setup
+from askknn.report.stronger_defenses import stronger_defense_table
+from askknn.report.table1 import table1
+from askknn.report.table6 import table6
+from askknn.report.table7 import table7
+from askknn.report.table8 import table8
+from askknn.report.table9 import table9
+from askknn.report.tables3_5 import defense_tables
+from askknn.report.training import training
+from askknn.report.tuning import tuning
 from askknn.report.verdicts import Verdicts
 
 SECTIONS = [setup, clean_accuracy, training, tuning, table1, credibility, advknn_block, eps_curves, table6, table7,

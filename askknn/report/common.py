@@ -179,3 +179,11 @@ def table1_worst_case(outs: dict, name: str, n: int) -> str:
     """Packed worst case over the whole suite, for one layer set of Table 1 (first n images)."""
     return pack(worst_of([outs[a][name]["start_0"] for a in suite()], n))
 
+
+def models_of(params):
+    """(label, method, seed) of every trained model: every method under every training seed."""
+    return [(f"{METHOD_NAMES[m]}, seed {s}", m, s) for m in METHOD_NAMES for s in params["seeds"]]
+
+
+def appendix(name: str) -> tuple[dict, dict]:
+    return metrics("ask_appendix", name)["cells"], outcomes("ask_appendix", name)

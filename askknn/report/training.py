@@ -1,0 +1,55 @@
+"""Section: Training: held-out accuracies, epoch times, curves and the catastrophic-overfitting check."""
+from __future__ import annotations
+
+import pandas as pd
+
+from askknn.report.common import (
+    METHOD_NAMES,
+    curve,
+    markdown,
+    metrics,
+    models_of,
+    pct,
+    plt,
+    rate_with_ci,
+    save_figure,
+)
+from askknn.runtime import PLOTS, model_name
+from askknn.stats import (
+    proportion_of,
+)
+
+COLLAPSE = 0.5   # catastrophic overfitting: held-out PGD accuracy below this fraction of its best epoch's
+
+
+def training(params, verdicts) -> str:
+    n_val, seed0 = metrics("", "data")["val_images"], params["seeds"][0]
+    at_seconds = metrics("train", model_name("at", seed0))["epoch_seconds"]
+    rows, collapsed = {}, []
+    for label, method, seed in models_of(params):
+        r = metrics("train", model_name(method, seed))
+        pgd = pd.read_csv(PLOTS / f"train_{model_name(method, seed)}.csv")["val_pgd_accuracy"]
+        if pgd.iloc[-1] < COLLAPSE * pgd.max():
+            collapsed.append(label)
+        rows[label] = {"epochs": r["epochs"], "held-out clean acc.": rate_with_ci(r["val_clean_accuracy"], n_val),
+                       "held-out PGD acc.": rate_with_ci(r["val_pgd_accuracy"], n_val),
+                       "best epoch's PGD acc.": pct(pgd.max()), "seconds per epoch": f"{r['epoch_seconds']:.1f}",
+                       "epoch time / AT's": f"{r['epoch_seconds'] / at_seconds:.2f}"}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for method, name in METHOD_NAMES.items():
+        points = pd.read_csv(PLOTS / f"train_{model_name(method, seed0)}.csv")
+        for ax, column in zip(axes, ("val_clean_accuracy", "val_pgd_accuracy")):
+            curve(ax, points.epoch, [proportion_of(round(a * n_val), n_val) for a in points[column]], name)
+    for ax, title in zip(axes, ("held-out clean accuracy", f"held-out PGD accuracy (eps {params['train']['eps']})")):
+        ax.set(title=title, xlabel="epoch", ylabel="%")
+        ax.legend(fontsize=7)
+    train = params["train"]
+    recipe = (f"FGSM with a random start (one step of {train['pgd_step_size']:g}/255)" if train["pgd_steps"] == 1
+              else f"PGD-{train['pgd_steps']} (step {train['pgd_step_size']:g}/255)")
+    return (f"## Training (held-out split of the training data, n = {n_val}; the final model is kept, the test "
+            f"set is never used; training attack: {recipe}; held-out PGD-{train['val_pgd_steps']} at the AT budget "
+            f"for every method)\n\nCatastrophic overfitting (the final epoch's held-out PGD accuracy below "
+            f"{COLLAPSE:g} x its best epoch's): "
+            + (", ".join(collapsed) if collapsed else f"none of the {len(rows)} runs") + ".\n\n"
+            + markdown(pd.DataFrame(rows).T) + f"\nCurves: the seed-{seed0} models (bands: 95% Wilson intervals).\n\n"
+            + save_figure(fig, "training_curves"))

@@ -1,0 +1,61 @@
+"""Section: The tuned hyper-parameters, with their place on the grid."""
+from __future__ import annotations
+
+import pandas as pd
+
+from askknn.report.common import (
+    ATTACK_NAMES,
+    METHOD_NAMES,
+    markdown,
+    metrics,
+)
+from askknn.runtime import layer_set_name
+
+
+def edge_direction(cell: dict) -> str:
+    """Per hyper-parameter on its grid's edge, the direction in which a stronger value may lie."""
+    words = []
+    for key in cell["on_grid_edge"]:
+        values = sorted({entry[key] for entry in cell["grid"]})
+        side = "below" if cell["chosen"][key] == values[0] else "above"
+        bound = " (near omega's bound: 0 or 1 attacks one layer alone)" if key == "omega" else ""
+        words.append(f"{key}: {side} the grid{bound}")
+    return ", ".join(words) or "no"
+
+
+def spread(cell: dict) -> float:
+    scores = [e["dknn_accuracy"] for e in cell["grid"]]
+    return max(scores) - min(scores)
+
+
+def edge_lead(cell: dict) -> str:
+    """Per hyper-parameter on its grid's edge, how many points of DkNN accuracy the chosen value
+    leaves below its inward neighbour on the grid (the other hyper-parameters as chosen)."""
+    def score(entry: dict) -> float:
+        return next(e["dknn_accuracy"] for e in cell["grid"] if all(e[k] == v for k, v in entry.items()))
+    leads = []
+    for key in cell["on_grid_edge"]:
+        values = sorted({entry[key] for entry in cell["grid"]})
+        inward = values[1] if cell["chosen"][key] == values[0] else values[-2]
+        leads.append(f"{key}: {100 * (score({**cell['chosen'], key: inward}) - score(cell['chosen'])):.1f}")
+    return ", ".join(leads) or "-"
+
+
+def tuning(params, verdicts) -> str:
+    rows = []
+    for method, label in METHOD_NAMES.items():
+        for c in metrics("tuning", method)["cells"]:
+            rows.append({"model": label, "attack": ATTACK_NAMES[c["attack"]], "layers": layer_set_name(c["layers"]),
+                         "metric": c["metric"], "chosen": ", ".join(f"{k} = {v}" for k, v in c["chosen"].items()),
+                         "on the grid's edge": edge_direction(c), "lead over the inward value (points)": edge_lead(c),
+                         "spread over the grid (points)": f"{100 * spread(c):.1f}", "tuning images": c["images"]})
+    on_edge = sum(r["on the grid's edge"] != "no" for r in rows)
+    n = rows[0]["tuning images"] if rows else 0
+    return ("## Tuned hyper-parameters (held-out training images; lowest DkNN accuracy wins)\n\n"
+            f"{on_edge} of {len(rows)} choices lie on the edge of their grid: a stronger value may lie beyond it, in "
+            "the direction given, so a comparison with that attack may favour the other one. The lead over the "
+            "inward value says by how much the edge value beat its neighbour on the grid, and the spread how far "
+            f"apart the grid's best and worst entries are: on {n} tuning images a difference of a point or two "
+            "is within the tuning set's noise, and there an edge choice says little. The tuner's curve of every "
+            "cell is in `metrics/tuning/<method>.json`.\n\n"
+            + markdown(pd.DataFrame(rows).set_index("model")))
