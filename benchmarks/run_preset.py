@@ -121,8 +121,10 @@ def main() -> int:
         settings[key] = value
     target = switched(git("show", "HEAD:params.yaml"), settings)
     check_clean(target)
+    continuing = PARAMS.read_text() == target   # an interrupted run leaves params.yaml switched
     PARAMS.write_text(target)
-    timed_repro([], REPORTS / args.preset / "stage_times.md", resumable=True)
+    # a new run starts a fresh table: the committed one is an earlier, finished run's
+    timed_repro([], REPORTS / args.preset / "stage_times.md", resumable=continuing)
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         gather(Path(tmp))
         restore_default()

@@ -47,7 +47,8 @@ def repo(tmp_path, monkeypatch):
              "metrics/data.json": '{"dataset": "default"}', "metrics/attack/ask_cosine.json": "{}",
              "outcomes/attack/ask_cosine.json": "{}", "plots/train_at.csv": "epoch\n",
              "reports/results.md": "default results", "reports/figures/f.png": "png",
-             "reports/plots/p.csv": "x\n", "reports/cifar10_cpu/calibration.md": "calibration"}
+             "reports/plots/p.csv": "x\n", "reports/cifar10_cpu/calibration.md": "calibration",
+             "reports/cifar10_cpu/stage_times.md": "| stage | seconds |\n|---|---|\n| an_earlier_run | 9 |\n"}
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -112,6 +113,11 @@ def test_an_interrupted_run_continues_and_is_counted_whole(repo, monkeypatch):
     run(monkeypatch, "cifar10_cpu", stages="train@at,report")   # the same command: params already switched
     assert list(time_repro.recorded(times)) == ["prepare", "train@at", "report"]
     assert "fashion_mnist" in (repo / "params.yaml").read_text()
+
+
+def test_a_new_run_does_not_count_the_committed_run_before_it(repo, monkeypatch):
+    run(monkeypatch, "cifar10_cpu", stages="prepare,report")
+    assert list(time_repro.recorded(repo / "reports/cifar10_cpu/stage_times.md")) == ["prepare", "report"]
 
 
 def test_a_plain_timed_run_starts_a_fresh_table(repo, monkeypatch):
