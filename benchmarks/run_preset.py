@@ -28,7 +28,7 @@ from time_repro import timed_repro
 
 from askknn.params import available_presets
 from askknn.shared import ParamError
-from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS
+from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS, RESOLVED
 
 PARAMS = Path("params.yaml")
 # source -> destination under reports/<preset>/ (metrics/ goes to metrics/<preset>/)
@@ -36,7 +36,7 @@ REPORT_COPIES = {REPORTS / "results.md": "results.md", REPORTS / "figures": "fig
                  OUTCOMES: "outcomes", PLOTS: "training"}
 # What a run of the pipeline rewrites that git holds for the default preset (DVC's cached outputs
 # come back with `dvc checkout`).
-COMMITTED_OUTPUTS = [str(p) for p in (PARAMS, Path("dvc.lock"), METRICS_DIR, *REPORT_COPIES)]
+COMMITTED_OUTPUTS = [str(p) for p in (PARAMS, RESOLVED, Path("dvc.lock"), METRICS_DIR, *REPORT_COPIES)]
 
 
 def switched(text: str, settings: dict[str, str]) -> str:

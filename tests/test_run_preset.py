@@ -25,6 +25,7 @@ FAKE_DVC = textwrap.dedent("""\
             print(f"Running stage '{{stage}}':", flush=True)
             pathlib.Path("metrics/data.json").write_text('{{"dataset": "run"}}')
             pathlib.Path("reports/results.md").write_text("run results")
+            pathlib.Path("resolved_params.yaml").write_text("# the run's preset, merged")
         sys.exit(int(os.environ.get("FAKE_STATUS", "0")))
     """)
 
@@ -43,6 +44,7 @@ def repo(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
     root = tmp_path / "repo"
     files = {"params.yaml": "# switches\npreset: fashion_mnist  # the default\neps: 32\n",
+             "resolved_params.yaml": "# the default preset, merged\n",
              "dvc.lock": "default lock\n", "presets/fashion_mnist.yaml": "", "presets/cifar10_cpu.yaml": "",
              "metrics/data.json": '{"dataset": "default"}', "metrics/attack/ask_cosine.json": "{}",
              "outcomes/attack/ask_cosine.json": "{}", "plots/train_at.csv": "epoch\n",
@@ -86,6 +88,7 @@ def test_results_land_in_per_preset_folders_and_the_default_comes_back(repo, mon
     assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *run_preset.COMMITTED_OUTPUTS],
                           capture_output=True, text=True, check=True).stdout == ""
     assert json.loads((repo / "metrics/data.json").read_text()) == {"dataset": "default"}
+    assert (repo / "resolved_params.yaml").read_text() == "# the default preset, merged\n"
 
 
 def test_a_second_run_replaces_the_first_without_nesting(repo, monkeypatch):
