@@ -18,8 +18,11 @@ benchmarks/gpu_run.sh wraps `run` for the device machine (carried wheels, the da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import multiprocessing
 import os
+import queue
 import platform
 import re
 import runpy
@@ -30,7 +33,7 @@ import tarfile
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import product
 from pathlib import Path
@@ -172,18 +175,47 @@ def device_name() -> str:
     return f"CPU: {os.cpu_count()} cores, {platform.machine()} (torch {torch.__version__})"
 
 
-def write_times(out: Path, preset: str, settings: dict, device: str, seconds: dict, skipped: list[str]) -> None:
-    total = sum(seconds.values())
-    lines = [f"# Wall time of each stage: preset `{preset}`, one process (benchmarks/gpu_run.py)\n",
-             f"- device: {device}",
-             f"- settings: {', '.join(f'{k}={v}' for k, v in settings.items())}",
-             f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-             f"- total: {total:.0f} s ({total / 60:.1f} min) over {len(seconds)} stages"
-             + (f"; failed or not run (deadline, or a stage it needs failed): {', '.join(skipped)}"
-                if skipped else ""),
-             "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {name} | {s:.1f} |" for name, s in seconds.items()]
-    write_text(out, "\n".join(lines) + "\n")
+@dataclass
+class Progress:
+    """What a run has done: seconds per finished stage (measured where it ran), the stages failed or
+    not run, and the wall clock since the start; written to stage_times.md after every stage."""
+    out: Path
+    preset: str
+    settings: dict
+    device: str
+    workers: int
+    total: int
+    seconds: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.started
+
+    def how(self) -> str:
+        return "one process" if self.workers == 1 else f"{self.workers} worker processes"
+
+    def write(self) -> None:
+        busy = sum(self.seconds.values())
+        lines = [f"# Wall time of each stage: preset `{self.preset}`, {self.how()} (benchmarks/gpu_run.py)\n",
+                 f"- device: {self.device}",
+                 f"- settings: {', '.join(f'{k}={v}' for k, v in self.settings.items())}",
+                 f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                 f"- total: {self.wall():.0f} s ({self.wall() / 60:.1f} min) wall clock over {len(self.seconds)} "
+                 f"stages ({busy:.0f} s of stage time)"
+                 + (f"; failed or not run (deadline, or a stage it needs failed): {', '.join(self.skipped)}"
+                    if self.skipped else ""),
+                 "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {name} | {s:.1f} |" for name, s in self.seconds.items()]
+        write_text(self.out, "\n".join(lines) + "\n")
+
+    def provenance(self) -> str:
+        """The report's line on where and how long the run ran, and which stages it did not finish."""
+        minutes = self.wall() / 60
+        ran = f"the whole pipeline in {minutes:.1f} min" if not self.skipped else \
+            f"{self.total - len(self.skipped)} of {self.total} stages in {minutes:.1f} min (not run or failed: " \
+            f"{', '.join(self.skipped)})"
+        return f"Run on {self.device}: {ran}, {self.how()} (benchmarks/gpu_run.py; stage times in stage_times.md)."
 
 
 def free_memory() -> None:
@@ -194,49 +226,105 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run(preset: str, settings: dict, archive: Path, deadline: float | None) -> int:
-    """Every stage in order; stage_times.md beside the archive after each stage (so a run cut off
-    from outside still reports its times), and the archive of whatever was made, even after a failure."""
+def timed_stage(cmd: str) -> tuple[bool, float]:
+    """One stage where this is called (this process or a worker): (finished without error, seconds)."""
+    tic, ok = time.perf_counter(), True
+    try:
+        run_stage(cmd)
+    except Exception:   # the run goes on with the stages that do not need this one
+        traceback.print_exc()
+        ok = False
+    free_memory()
+    return ok, time.perf_counter() - tic
+
+
+def start_worker(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)   # the machine's cores shared among the workers
+
+
+class InProcess:
+    """One worker: each stage in this process, one after another (nothing to start or to stop)."""
+
+    def apply_async(self, fn, args, callback, error_callback):
+        callback(fn(*args))   # timed_stage reports a stage's failure itself: error_callback is for a lost worker
+
+
+@contextlib.contextmanager
+def workers_for(count: int):
+    """Something with apply_async(fn, args, callback, error_callback): this process for 1, else a pool of `count`
+    long-lived processes (each pays for Python, torch and CUDA start-up once), stopped on exit."""
+    if count == 1:
+        yield InProcess()
+        return
+    threads = max(1, (os.cpu_count() or 1) // count)
+    with multiprocessing.get_context("spawn").Pool(count, start_worker, (threads,)) as pool:
+        yield pool
+
+
+def startable(stage: Stage, needs_of: dict, progress: Progress, pending: list, deadline: float | None) -> str:
+    """'skip' (a stage it needs failed or was not run, or the deadline has passed; FINAL is never
+    skipped), 'start' (everything it needs has finished; FINAL only when it is the last), or 'wait'."""
+    late = deadline is not None and progress.wall() > deadline
+    if stage.name != FINAL and (late or needs_of[stage.name] & set(progress.skipped)):
+        return "skip"
+    finished = set(progress.seconds) | set(progress.skipped)
+    if needs_of[stage.name] <= finished and (stage.name != FINAL or len(pending) == 1):
+        return "start"
+    return "wait"
+
+
+def next_result(finished: queue.Queue):
+    """The next finished stage; waits in short slices so that a time limit's SIGTERM is handled."""
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return finished.get(timeout=1.0)
+
+
+def dispatch(order: list[Stage], needs_of: dict, deadline: float | None, progress: Progress, workers: int) -> None:
+    """Every stage once the stages it needs have finished, at most `workers` at a time, the ready
+    ones in `order`."""
+    pending, running, finished = list(order), set(), queue.Queue()
+    with workers_for(workers) as pool:
+        while pending or running:
+            for stage in list(pending):
+                verdict = startable(stage, needs_of, progress, pending, deadline)
+                if verdict == "skip":
+                    pending.remove(stage)
+                    progress.skipped.append(stage.name)
+                elif verdict == "start" and len(running) < workers:
+                    pending.remove(stage)
+                    running.add(stage.name)
+                    print(f"--- {stage.name}: {stage.cmd}", flush=True)
+                    pool.apply_async(timed_stage, (stage.cmd,), callback=lambda r, n=stage.name: finished.put((n, r)),
+                                     error_callback=lambda e, n=stage.name: finished.put((n, (False, 0.0))))
+            if running:
+                name, (ok, seconds) = next_result(finished)
+                running.discard(name)
+                progress.seconds[name] = seconds
+                if not ok:
+                    progress.skipped.append(name)
+                progress.write()
+
+
+def run(preset: str, settings: dict, archive: Path, deadline: float | None, workers: int = 1) -> int:
+    """Every stage (at most `workers` at a time); stage_times.md beside the archive after each stage
+    (so a run cut off from outside still reports its times), and the archive of whatever was made,
+    even after a failure."""
     settings = {"preset": preset, **settings}
     params = Path("params.yaml")
     params.write_text(switched(params.read_text(), settings))
-    times = archive.parent / "stage_times.md"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # killed by a time limit: still pack (finally)
-    device, seconds, skipped, started = device_name(), {}, [], time.perf_counter()
     found = stages()
-    needs_of = needs(found)
+    progress = Progress(archive.parent / "stage_times.md", preset, settings, device_name(), workers, len(found))
     clear_gathered()   # the tree's committed results are not this run's
     try:
-        for stage in ordered(found):
-            late = deadline is not None and time.perf_counter() - started > deadline
-            if stage.name != FINAL and (late or needs_of[stage.name] & set(skipped)):
-                skipped.append(stage.name)   # past the deadline, or a stage it needs failed or was skipped
-                continue
-            print(f"--- {stage.name}: {stage.cmd}", flush=True)
-            tic = time.perf_counter()
-            try:
-                run_stage(stage.cmd)
-            except Exception:   # keep going with the stages that do not need this one
-                traceback.print_exc()
-                skipped.append(stage.name)
-            free_memory()
-            seconds[stage.name] = time.perf_counter() - tic
-            write_times(times, preset, settings, device, seconds, skipped)
+        dispatch(ordered(found), needs(found), deadline, progress, workers)
     finally:
-        write_times(times, preset, settings, device, seconds, skipped)
-        pack(archive, times, provenance(device, seconds, skipped, len(found)))
-        print(f"{archive}: {archive.stat().st_size / 2**20:.1f} MiB; {sum(seconds.values()) / 60:.1f} min",
-              flush=True)
-    return 1 if skipped else 0
-
-
-def provenance(device: str, seconds: dict, skipped: list[str], total: int) -> str:
-    """The report's line on where and how long the run ran, and which stages it did not finish."""
-    minutes = sum(seconds.values()) / 60
-    done = total - len(skipped)
-    ran = f"the whole pipeline in {minutes:.1f} min" if not skipped else \
-        f"{done} of {total} stages in {minutes:.1f} min (not run or failed: {', '.join(skipped)})"
-    return f"Run on {device}: {ran}, one process (benchmarks/gpu_run.py; stage times in stage_times.md)."
+        progress.write()
+        pack(archive, progress.out, progress.provenance())
+        print(f"{archive}: {archive.stat().st_size / 2**20:.1f} MiB; {progress.wall() / 60:.1f} min", flush=True)
+    return 1 if progress.skipped else 0
 
 
 def pack(archive: Path, times: Path, header: str) -> None:
@@ -276,6 +364,8 @@ def main() -> int:
                     help="a top-level setting of params.yaml, e.g. -S eps=8")
     go.add_argument("--archive", type=Path, required=True, help="where to write the .tar.gz of the results")
     go.add_argument("--deadline", type=float, help="seconds after which no further stage starts")
+    go.add_argument("--workers", type=int, default=1, help="stages run at once, each worker a long-lived process "
+                    "(default 1: every stage in this process)")
     back = sub.add_parser("gather", help="install a run's archive into metrics/<preset>/ and reports/<preset>/")
     back.add_argument("archive", type=Path)
     back.add_argument("--preset", help="the preset's name (default: the one recorded in the archive)")
@@ -291,7 +381,9 @@ def main() -> int:
         if not sep:
             parser.error(f"-S {item}: expected KEY=VALUE, e.g. -S eps=8")
         settings[key] = value
-    return run(args.preset, settings, args.archive, args.deadline)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: give 1 or more")
+    return run(args.preset, settings, args.archive, args.deadline, args.workers)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from time_repro import timed_repro
 
 from askknn.params import available_presets
 from askknn.shared import ParamError
-from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS
+from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS, RESOLVED
 
 PARAMS = Path("params.yaml")
 # source -> destination under reports/<preset>/ (metrics/ goes to metrics/<preset>/)
@@ -36,7 +36,7 @@ REPORT_COPIES = {REPORTS / "results.md": "results.md", REPORTS / "figures": "fig
                  OUTCOMES: "outcomes", PLOTS: "training"}
 # What a run of the pipeline rewrites that git holds for the default preset (DVC's cached outputs
 # come back with `dvc checkout`).
-COMMITTED_OUTPUTS = [str(p) for p in (PARAMS, Path("dvc.lock"), METRICS_DIR, *REPORT_COPIES)]
+COMMITTED_OUTPUTS = [str(p) for p in (PARAMS, RESOLVED, Path("dvc.lock"), METRICS_DIR, *REPORT_COPIES)]
 
 
 def switched(text: str, settings: dict[str, str]) -> str:
@@ -121,8 +121,10 @@ def main() -> int:
         settings[key] = value
     target = switched(git("show", "HEAD:params.yaml"), settings)
     check_clean(target)
+    continuing = PARAMS.read_text() == target   # an interrupted run leaves params.yaml switched
     PARAMS.write_text(target)
-    timed_repro([], REPORTS / args.preset / "stage_times.md", resumable=True)
+    # a new run starts a fresh table: the committed one is an earlier, finished run's
+    timed_repro([], REPORTS / args.preset / "stage_times.md", resumable=continuing)
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         gather(Path(tmp))
         restore_default()

@@ -34,6 +34,12 @@ def word(verdict: str) -> str:
     return verdict.split(" at n")[0]
 
 
+def evidence(verdict: dict) -> str:
+    """The p-value the verdict was read from (Holm-adjusted where it was), or '-' (an equivalence)."""
+    p = verdict.get("p_holm", verdict.get("p_value"))
+    return "-" if p is None else f"{p:.2g}"
+
+
 def compare(first: list[dict], second: list[dict]) -> list[dict]:
     """Per claim (matched by its text and source): both verdicts, and whether they differ."""
     other = {(v["claim"], v["source"]): v for v in second}
@@ -44,7 +50,7 @@ def compare(first: list[dict], second: list[dict]) -> list[dict]:
             raise SystemExit(f"the second run has no verdict for {v['claim']!r} ({v['source']})")
         a, b = word(v["verdict"]), word(w["verdict"])
         rows.append({"claim": v["claim"], "source": v["source"], "first": a, "second": b, "changed": a != b,
-                     "reversed": {a, b} == {"holds", "reversed"}})
+                     "reversed": {a, b} == {"holds", "reversed"}, "p_first": evidence(v), "p_second": evidence(w)})
     return rows
 
 
@@ -79,8 +85,11 @@ def write_report(rows: list[dict], preset: str, offset: int, seeds: list[int], c
              f"- changed: {len(changed)} ({100 * len(changed) / len(rows):.1f}%)",
              f"- reversed (holds <-> reversed): {len(reversed_)}\n"]
     if changed:
-        lines += ["| claim | source | committed | rerun |", "|---|---|---|---|"]
-        lines += [f"| {r['claim']} | {r['source']} | {r['first']} | {r['second']} |" for r in changed]
+        lines += ["Each verdict with the p-value it was read from (Holm-adjusted; level 0.05): a change between "
+                  "`holds` and `not resolved` with p-values either side of the level is a claim near the boundary.\n",
+                  "| claim | source | committed | p | rerun | p |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['claim']} | {r['source']} | {r['first']} | {r['p_first']} | {r['second']} | {r['p_second']} |"
+                  for r in changed]
     write_text(ROOT / "reports" / "verdict_stability.md", "\n".join(lines) + "\n")
 
 

@@ -68,13 +68,15 @@ PROJECT = {
 }
 
 
-def test_stages_run_in_order_in_process_and_a_failure_skips_only_its_dependents(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stages_run_after_what_they_need_and_a_failure_skips_only_its_dependents(tmp_path, monkeypatch, workers):
+    """One worker: every stage in this process; two: a pool of processes running ready stages at once."""
     for name, text in PROJECT.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     (tmp_path / "metrics").mkdir()
     monkeypatch.chdir(tmp_path)
-    status = gpu_run.run("b", {"eps": "2"}, tmp_path / "back" / "b.tar.gz", deadline=None)
+    status = gpu_run.run("b", {"eps": "2"}, tmp_path / "back" / "b.tar.gz", deadline=None, workers=workers)
     assert status == 1
     assert (tmp_path / "done/last").read_text() == "lastonetwo"   # ran after both instances of make
     assert not (tmp_path / "after.txt").exists()
@@ -141,7 +143,8 @@ def test_a_run_past_its_deadline_still_reports_and_packs_nothing_it_did_not_make
 def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp_path, monkeypatch, tracked_copy):
     copy = tracked_copy
     out = tmp_path / "out"
-    subprocess.run(["bash", "benchmarks/gpu_run.sh", "run", "tiny", str(out), "-S", "eps=24"], cwd=copy, check=True)
+    subprocess.run(["bash", "benchmarks/gpu_run.sh", "run", "tiny", str(out), "-S", "eps=24", "--workers", "2"],
+                   cwd=copy, check=True, timeout=900)   # two worker processes: stages that are ready run at once
     assert sorted(p.name for p in out.iterdir()) == ["stage_times.md", "tiny.tar.gz"]
     assert (out / "tiny.tar.gz").stat().st_size < 16 * 2**20   # what the device tool brings back
     assert f"over {len(gpu_run.stages(copy))} stages" in (out / "stage_times.md").read_text()
@@ -149,7 +152,7 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
     assert json.loads((copy / "metrics/tiny/preset.json").read_text()) == {"preset": "tiny"}
     assert json.loads((copy / "metrics/tiny/attack/ask_cosine.json").read_text())["eps"] == 24
     results = (copy / "reports/tiny/results.md").read_text()
-    assert "the whole pipeline in" in results and "CPU" in results
+    assert "the whole pipeline in" in results and "CPU" in results and "2 worker processes" in results
     assert (copy / "reports/tiny/stage_times.md").exists() and (copy / "reports/tiny/figures").is_dir()
     # every method under every training seed, and Table 3's pooled verdicts
     for label in ("ASK-Def, seed 2", "AT+SNN, mean of 3 seeds"):

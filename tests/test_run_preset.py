@@ -25,6 +25,7 @@ FAKE_DVC = textwrap.dedent("""\
             print(f"Running stage '{{stage}}':", flush=True)
             pathlib.Path("metrics/data.json").write_text('{{"dataset": "run"}}')
             pathlib.Path("reports/results.md").write_text("run results")
+            pathlib.Path("resolved_params.yaml").write_text("# the run's preset, merged")
         sys.exit(int(os.environ.get("FAKE_STATUS", "0")))
     """)
 
@@ -43,11 +44,13 @@ def repo(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
     root = tmp_path / "repo"
     files = {"params.yaml": "# switches\npreset: fashion_mnist  # the default\neps: 32\n",
+             "resolved_params.yaml": "# the default preset, merged\n",
              "dvc.lock": "default lock\n", "presets/fashion_mnist.yaml": "", "presets/cifar10_cpu.yaml": "",
              "metrics/data.json": '{"dataset": "default"}', "metrics/attack/ask_cosine.json": "{}",
              "outcomes/attack/ask_cosine.json": "{}", "plots/train_at.csv": "epoch\n",
              "reports/results.md": "default results", "reports/figures/f.png": "png",
-             "reports/plots/p.csv": "x\n", "reports/cifar10_cpu/calibration.md": "calibration"}
+             "reports/plots/p.csv": "x\n", "reports/cifar10_cpu/calibration.md": "calibration",
+             "reports/cifar10_cpu/stage_times.md": "| stage | seconds |\n|---|---|\n| an_earlier_run | 9 |\n"}
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -85,6 +88,7 @@ def test_results_land_in_per_preset_folders_and_the_default_comes_back(repo, mon
     assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *run_preset.COMMITTED_OUTPUTS],
                           capture_output=True, text=True, check=True).stdout == ""
     assert json.loads((repo / "metrics/data.json").read_text()) == {"dataset": "default"}
+    assert (repo / "resolved_params.yaml").read_text() == "# the default preset, merged\n"
 
 
 def test_a_second_run_replaces_the_first_without_nesting(repo, monkeypatch):
@@ -112,6 +116,11 @@ def test_an_interrupted_run_continues_and_is_counted_whole(repo, monkeypatch):
     run(monkeypatch, "cifar10_cpu", stages="train@at,report")   # the same command: params already switched
     assert list(time_repro.recorded(times)) == ["prepare", "train@at", "report"]
     assert "fashion_mnist" in (repo / "params.yaml").read_text()
+
+
+def test_a_new_run_does_not_count_the_committed_run_before_it(repo, monkeypatch):
+    run(monkeypatch, "cifar10_cpu", stages="prepare,report")
+    assert list(time_repro.recorded(repo / "reports/cifar10_cpu/stage_times.md")) == ["prepare", "report"]
 
 
 def test_a_plain_timed_run_starts_a_fresh_table(repo, monkeypatch):
