@@ -5,13 +5,15 @@ summary for metrics/ and the per-image outcomes for outcomes/."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 
 from askknn.experiments import AttackSuite, layer_sets, pgd_outcomes, worst_case
+from askknn.io import read_json
 from askknn.records import cell, outcome, paired
 from askknn.registry import ATTACKS
-from askknn.runtime import layer_set_name
+from askknn.runtime import OUTCOMES, layer_set_name, model_name
 from askknn.stats import proportion, unpack
 
 
@@ -68,6 +70,16 @@ def trained_cells(suite: AttackSuite) -> tuple[dict, dict]:
     outcomes = {"ask": {name: outcome(r, name) for name, r in runs.items()},
                 "pgd": {e: paired(ok["robust"], ok["clean"]) for e, ok in pgd.items()}}
     return summary, outcomes
+
+
+def table3_ask_outcomes(root, method: str, seed: int) -> dict | None:
+    """The worst case's first attack on a model: per layer set, the packed {robust, clean} outcomes
+    of its Table 3 ASK-Atk run (evaluate_trained's file under the project `root`); None for the AT
+    model, whose stronger attacks are Table 1's."""
+    if method == "at":
+        return None
+    trained = read_json(Path(root) / OUTCOMES / "trained" / f"{model_name(method, seed)}.json")
+    return {key: {part: trained[part]["ask"][key] for part in ("robust", "clean")} for key in trained["robust"]["ask"]}
 
 
 def defense_cells(suite: AttackSuite, ask: dict | None) -> tuple[dict, dict]:

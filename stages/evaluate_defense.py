@@ -5,11 +5,10 @@ ASK-Atk against the budget (Figure 1) and against K (Figure 5) on the first
 `experiments.subset_size` (askknn.studies.defense_cells). Tables 3 and 5 for every seed are
 evaluate_trained's; its ASK-Atk outcomes are the worst case's first attack."""
 from askknn.experiments import AttackSuite
-from askknn.io import read_json
 from askknn.params import load_params
 from askknn.registry import METHODS
-from askknn.runtime import OUTCOMES, model_name, run_stage, stage_arguments, write_evaluation
-from askknn.studies import defense_cells
+from askknn.runtime import run_stage, stage_arguments, write_evaluation
+from askknn.studies import defense_cells, table3_ask_outcomes
 
 
 def main() -> None:
@@ -17,12 +16,7 @@ def main() -> None:
     params = load_params()
     suite = AttackSuite.from_project(".", method, params, seed)
     suite.use_tuning()
-    ask = None
-    if method != "at":
-        trained = read_json(OUTCOMES / "trained" / f"{model_name(method, seed)}.json")
-        ask = {key: {part: trained[part]["ask"][key] for part in ("robust", "clean")}
-               for key in trained["robust"]["ask"]}
-    summary, outcomes = defense_cells(suite, ask)
+    summary, outcomes = defense_cells(suite, table3_ask_outcomes(".", method, seed))
     write_evaluation("defense", method, {"method": method, "seed": seed, "eps": params["eps"], **summary}, outcomes)
 
 

@@ -344,3 +344,14 @@ def test_every_verdict_of_the_report_is_a_claim_of_the_claims_table_and_every_cl
     sources = {c.source for c in every_claim()}
     made = {v["source"].split("; ", 1)[-1] for v in read_json(ROOT / "metrics/verdicts.json")["verdicts"]}
     assert made == sources
+
+
+def test_the_worst_case_of_a_trained_model_starts_from_its_table3_outcomes(tmp_path):
+    """evaluate_defense's first attack is read from evaluate_trained's file under the named project
+    root (from any working directory); the AT model's stronger attacks are Table 1's instead."""
+    from askknn.io import write_json
+    from askknn.studies import table3_ask_outcomes
+    stored = {part: {"ask": {"conv4": bits}, "pgd": {"0": bits}} for part, bits in (("robust", "01"), ("clean", "11"))}
+    write_json(tmp_path / "outcomes/trained/askdef_seed2.json", stored)
+    assert table3_ask_outcomes(tmp_path, "askdef", 2) == {"conv4": {"robust": "01", "clean": "11"}}
+    assert table3_ask_outcomes(tmp_path, "at", 2) is None
