@@ -33,6 +33,8 @@ import tarfile
 import tempfile
 import time
 import traceback
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import product
@@ -246,20 +248,44 @@ def start_worker(threads: int) -> None:
 class InProcess:
     """One worker: each stage in this process, one after another (nothing to start or to stop)."""
 
-    def apply_async(self, fn, args, callback, error_callback):
-        callback(fn(*args))   # timed_stage reports a stage's failure itself: error_callback is for a lost worker
+    def submit(self, fn, *args) -> Future:
+        done = Future()
+        done.set_result(fn(*args))
+        return done
 
 
 @contextlib.contextmanager
 def workers_for(count: int):
-    """Something with apply_async(fn, args, callback, error_callback): this process for 1, else a pool of `count`
-    long-lived processes (each pays for Python, torch and CUDA start-up once), stopped on exit."""
+    """Something with submit(fn, *args) -> Future: this process for 1, else a pool of `count`
+    long-lived processes (each pays for Python, torch and CUDA start-up once). A worker that dies
+    (killed, out of memory) breaks the pool: its stage and every later one fail instead of hanging."""
     if count == 1:
         yield InProcess()
         return
     threads = max(1, (os.cpu_count() or 1) // count)
-    with multiprocessing.get_context("spawn").Pool(count, start_worker, (threads,)) as pool:
+    pool = ProcessPoolExecutor(count, multiprocessing.get_context("spawn"), start_worker, (threads,))
+    try:
         yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def submitted(pool, cmd: str) -> Future:
+    """timed_stage(cmd) on the pool; once a lost worker has broken it, a future that failed at once."""
+    try:
+        return pool.submit(timed_stage, cmd)
+    except BrokenProcessPool as lost:
+        failed = Future()
+        failed.set_exception(lost)
+        return failed
+
+
+def outcome(future: Future) -> tuple[bool, float]:
+    """timed_stage's (ok, seconds), or a failure when the worker itself was lost."""
+    if future.exception() is not None:
+        print(f"a worker was lost: {future.exception()!r}", file=sys.stderr, flush=True)
+        return False, 0.0
+    return future.result()
 
 
 def startable(stage: Stage, needs_of: dict, progress: Progress, pending: list, deadline: float | None) -> str:
@@ -296,8 +322,7 @@ def dispatch(order: list[Stage], needs_of: dict, deadline: float | None, progres
                     pending.remove(stage)
                     running.add(stage.name)
                     print(f"--- {stage.name}: {stage.cmd}", flush=True)
-                    pool.apply_async(timed_stage, (stage.cmd,), callback=lambda r, n=stage.name: finished.put((n, r)),
-                                     error_callback=lambda e, n=stage.name: finished.put((n, (False, 0.0))))
+                    submitted(pool, stage.cmd).add_done_callback(lambda f, n=stage.name: finished.put((n, outcome(f))))
             if running:
                 name, (ok, seconds) = next_result(finished)
                 running.discard(name)

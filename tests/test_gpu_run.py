@@ -88,6 +88,23 @@ def test_stages_run_after_what_they_need_and_a_failure_skips_only_its_dependents
         assert "./reports/stage_times.md" in tar.getnames()
 
 
+def test_a_worker_that_dies_fails_its_stage_instead_of_hanging_the_run(tmp_path):
+    """A stage that kills its worker process (as an out-of-memory kill would): the run still ends,
+    the stage and what needs it count as failed, and the report's line says so."""
+    project = {**PROJECT, "steps/fail.py": "import os\nos._exit(9)\n"}
+    for name, text in project.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "metrics").mkdir()
+    script = (f"import sys; sys.path[:0] = [{str(ROOT / 'benchmarks')!r}]; import gpu_run; from pathlib import Path; "
+              "sys.exit(gpu_run.run('b', {}, Path('back/b.tar.gz'), deadline=None, workers=2))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "a worker was lost" in done.stderr
+    times = (tmp_path / "back/stage_times.md").read_text()
+    assert "broken" in times.split("failed or not run")[1] and "after_broken" in times
+
+
 CUT_SHORT = {
     "params.yaml": "preset: a\n",
     "dvc.yaml": textwrap.dedent("""\
