@@ -28,6 +28,7 @@ sys.path[:0] = [str(ROOT)]
 
 from askknn.io import write_text  # noqa: E402
 from askknn.params import preset_config  # noqa: E402
+from askknn.stats import ALPHA  # noqa: E402
 
 
 def word(verdict: str) -> str:
@@ -85,7 +86,7 @@ def write_report(rows: list[dict], preset: str, offset: int, seeds: list[int], c
              f"- changed: {len(changed)} ({100 * len(changed) / len(rows):.1f}%)",
              f"- reversed (holds <-> reversed): {len(reversed_)}\n"]
     if changed:
-        lines += ["Each verdict with the p-value it was read from (Holm-adjusted; level 0.05): a change between "
+        lines += [f"Each verdict with the p-value it was read from (Holm-adjusted; level {ALPHA}): a change between "
                   "`holds` and `not resolved` with p-values either side of the level is a claim near the boundary.\n",
                   "| claim | source | committed | p | rerun | p |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['claim']} | {r['source']} | {r['first']} | {r['p_first']} | {r['second']} | {r['p_second']} |"

@@ -325,23 +325,11 @@ def test_a_section_whose_files_are_missing_names_them_and_drops_its_verdicts(tmp
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def every_claim() -> list:
-    """The entries of the report's claims table (lists and functions returning lists included)."""
-    from askknn.report import claims
-    found = []
-    for value in vars(claims).values():
-        if callable(value) and not isinstance(value, type) and value.__module__ == claims.__name__ \
-                and value.__name__ != "margin":
-            value = value()
-        items = value if isinstance(value, list) else [value]
-        found += [c for c in items if isinstance(c, claims.Claim)]
-    return found
-
-
 def test_every_verdict_of_the_report_is_a_claim_of_the_claims_table_and_every_claim_is_tested():
     """The committed report's verdicts (metrics/verdicts.json) come from askknn/report/claims.py
     and nothing else; a claim there that no section tests would be a dead entry."""
-    sources = {c.source for c in every_claim()}
+    from askknn.report import claims
+    sources = {c.source for c in claims.every()}
     made = {v["source"].split("; ", 1)[-1] for v in read_json(ROOT / "metrics/verdicts.json")["verdicts"]}
     assert made == sources
 

@@ -25,6 +25,6 @@ def table6(params, verdicts) -> str:
                            "targeted (paper)": paper_cell(paper.TABLE6_TARGETED, n)} for n in names}).T
     claim = claims.TABLE6
     lines = "".join(verdicts.within(claim.what(layers=n), claim.source,
-                                    t_out[n], p_out[n]["start_0"], claims.margin(claim)) for n in names)
+                                    t_out[n], p_out[n]["start_0"], claim.margin) for n in names)
     return (f"## Table 6: targeted (nearest class) against non-targeted ASK-Atk, l2 (targeted: n = "
             f"{n_of(targeted)}, paired with the same first images of Table 1)\n\n" + markdown(df) + "\n" + lines)
