@@ -53,7 +53,8 @@ class KNNBlock(nn.Module):
 
 def save_blocks(path, blocks: dict[str, KNNBlock]) -> None:
     """Several named blocks in one safetensors file (byte-identical for identical weights)."""
-    tensors = {f"{name}.{key}": value for name, block in blocks.items() for key, value in block.state_dict().items()}
+    tensors = {f"{name}.{key}": value.cpu() for name, block in blocks.items()
+               for key, value in block.state_dict().items()}
     save_weights(path, tensors, {"blocks": json.dumps({name: b.config() for name, b in blocks.items()})})
 
 
@@ -113,35 +114,36 @@ def check_lambda(lam: float) -> None:
 
 def train_knn_block(bank: FeatureBank, layers, k: int = 5, metric: str = "cosine", epochs: int = 100,
                     lr: float = 1e-3, lam: float | None = None, batch_size: int = 256,
-                    seed: int = 0) -> tuple[KNNBlock, list[float]]:
+                    seed: int = 0, device: torch.device | str = "cpu") -> tuple[KNNBlock, list[float]]:
     """Fit the deep kNN block on the cached bank features (the backbone stays frozen: it is not
     even run). lam defaults to `default_lambda(layers)`; the heads are independent, so training
-    several layers at once equals training each alone with the same lam. Returns the block (eval
-    mode) and the mean loss of every epoch."""
+    several layers at once equals training each alone with the same lam. Runs on `device` with no
+    host sync per batch (the batch order comes from the CPU generator, so every device sees the same
+    batches). Returns the block (eval mode, on `device`) and the mean loss of every epoch."""
     lam = default_lambda(layers) if lam is None else lam
     check_lambda(lam)
     hists = knn_histograms(bank, layers, k, metric)
-    hist = {layer: torch.from_numpy(h) for layer, h in hists.items()}
-    labels = {layer: torch.from_numpy(majority(h)) for layer, h in hists.items()}
-    feats = {layer: torch.from_numpy(bank.features[layer]) for layer in layers}
+    hist = {layer: torch.from_numpy(h).to(device) for layer, h in hists.items()}
+    labels = {layer: torch.from_numpy(majority(h)).to(device) for layer, h in hists.items()}
+    feats = {layer: torch.from_numpy(bank.features[layer]).to(device) for layer in layers}
     with torch.random.fork_rng(devices=[]):   # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
-        block = KNNBlock({layer: f.shape[1] for layer, f in feats.items()}, bank.num_classes, lam)
+        block = KNNBlock({layer: f.shape[1] for layer, f in feats.items()}, bank.num_classes, lam).to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(block.parameters(), lr=lr)
     history = []
     block.train()
     for _ in range(epochs):
-        total = 0.0
-        for idx in torch.randperm(len(bank.labels), generator=gen).split(batch_size):
+        total = torch.zeros((), dtype=torch.float64, device=device)   # summed as loss.item() would be
+        for idx in torch.randperm(len(bank.labels), generator=gen).to(device).split(batch_size):
             batch = {layer: f[idx] for layer, f in feats.items()}
             loss = block_loss(block(batch), {layer: h[idx] for layer, h in hist.items()},
                               {layer: y[idx] for layer, y in labels.items()}, lam).sum()
             opt.zero_grad()
             (loss / len(idx)).backward()
             opt.step()
-            total += loss.item()
-        history.append(total / len(bank.labels))
+            total += loss.detach().double()
+        history.append(total.item() / len(bank.labels))
     return block.eval(), history
 
 

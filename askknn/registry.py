@@ -28,6 +28,10 @@ class AttackEntry:
     cascade: int | None = None   # its turn in Table 3's worst-case cascade (after ASK-Atk and ASK-APGD)
     paper: bool = False      # one of the paper's attacks (Table 1's paired verdicts against ASK-Atk)
     swept: bool = False      # run against the budget for Figure 1 (stage eps_sweep)
+    random_starts: bool = False   # Table 1 also runs attacks.random_starts - 1 further starts on the first
+    # experiments.subset_size images (the spread over starts and the per-image worst case)
+    equal_passes: bool = False    # Table 1 also runs it at attacks.steps gradient passes (its own steps
+    # per restart, as many restarts as fit): "stronger" then compares attacks at equal compute
     options: tuple[str, ...] = ()   # the run options it accepts (the appendix's variations)
     settings: dict = field(default_factory=dict)   # defaults of its config section (a preset's attacks.<name>
     # section overrides them); the paper's attacks keep theirs in the presets, declared in the schema
@@ -73,12 +77,13 @@ def names(where: Callable[[AttackEntry], bool] = lambda a: True) -> list[str]:
     return [a.name for a in ATTACKS.values() if where(a)]
 
 
-register_attack(AttackEntry("ask", "ASK-Atk", "askknn.attacks.ask:build", tuned=True, paper=True,
+register_attack(AttackEntry("ask", "ASK-Atk", "askknn.attacks.ask:build", tuned=True, paper=True, random_starts=True,
                             options=("k_pos", "k_neg", "target", "random_negatives", "tau")))
 register_attack(AttackEntry("advknn", "AdvKnn", "askknn.attacks.advknn:build", cascade=3, paper=True, swept=True))
 register_attack(AttackEntry("dknn_atk", "DkNN-Atk", "askknn.attacks.dknn_attack:build", tuned=True, cascade=1,
                             paper=True, swept=True))
-register_attack(AttackEntry("ask_apgd", "ASK-APGD", "askknn.attacks.ask_apgd:build", images="worst_case"))
+register_attack(AttackEntry("ask_apgd", "ASK-APGD", "askknn.attacks.ask_apgd:build", images="worst_case",
+                            equal_passes=True))
 register_attack(AttackEntry("sw20", "SW20", "askknn.attacks.sw20:build", images="worst_case", cascade=2))
 
 register_method(MethodEntry("at", "AT", paper=True))

@@ -13,7 +13,8 @@
 - `pooled_claim_verdict`: a directional claim about two training methods, each trained under the
   same training seeds and scored on the same images: the seed-stratified exact McNemar test (the
   discordant pairs of every seed pooled; under equality each is equally likely to go either way),
-  and `holds` only if, besides, every seed's difference has the claimed sign.
+  and `holds` only if, besides, every seed's difference has the claimed sign and there are at least
+  two seeds (one training run cannot speak for the training method).
 - `seed_mean`: the mean of per-seed accuracies with a t-interval over seeds (training variance).
 - `holm`: Holm's step-down correction of a family of directional verdicts (statsmodels): each
   verdict is then read at family-wise level `ALPHA` with its adjusted p-value.
@@ -61,9 +62,12 @@ def paired_test(a, b) -> dict:
 
 def verdict_word(test: dict, claim: str, p_value: float) -> str:
     """`holds`, `reversed` or `not resolved at n = ...` for a directional claim at level ALPHA; a
-    pooled test over training seeds also needs every seed's difference to have the same sign."""
+    pooled test over training seeds also needs every seed's difference to have the same sign, and at
+    least two seeds: one training run says nothing of training variance, whatever its p-value."""
     if p_value >= ALPHA or test["difference"] == 0:
         return f"not resolved at n = {test['n']}"
+    if test.get("seeds") == 1:
+        return f"not resolved at n = {test['n']} (one training run)"
     if not test.get("seeds_agree", True):
         return f"not resolved at n = {test['n']} (the seeds disagree in sign)"
     sign = -1 if claim == "lower" else 1

@@ -19,14 +19,15 @@ from askknn.stats import proportion, unpack
 
 def attack_cells(suite: AttackSuite, attack: str, metric: str) -> tuple[dict, dict]:
     """Table 1: the AT model's DkNN under `attack` at every layer set, on every evaluation image (the
-    first attacks.worst_case_size for an attack registered with images = worst_case). ASK-Atk also
-    runs attacks.random_starts - 1 further starts on the first experiments.subset_size images: the
-    cell is the first start; the spread over starts and the per-image worst case are kept beside it.
-    ASK-APGD also runs with ASK-Atk's number of gradient passes (`equal_passes`)."""
-    params, eps = suite.params, suite.params["eps"]
-    starts = params["attacks"]["random_starts"] if attack == "ask" else 1
+    first attacks.worst_case_size for an attack registered with images = worst_case). An attack
+    registered with random_starts also runs attacks.random_starts - 1 further starts on the first
+    experiments.subset_size images: the cell is the first start; the spread over starts and the
+    per-image worst case are kept beside it. One registered with equal_passes also runs at
+    attacks.steps gradient passes (`equal_passes`)."""
+    params, eps, entry = suite.params, suite.params["eps"], ATTACKS[attack]
+    starts = params["attacks"]["random_starts"] if entry.random_starts else 1
     n = params["experiments"]["subset_size"]
-    subset = params["attacks"]["worst_case_size"] if ATTACKS[attack].images == "worst_case" else None
+    subset = params["attacks"]["worst_case_size"] if entry.images == "worst_case" else None
     cells, outcomes = {}, {}
     for layers in layer_sets(params):
         name = layer_set_name(layers)
@@ -40,22 +41,22 @@ def attack_cells(suite: AttackSuite, attack: str, metric: str) -> tuple[dict, di
             cells[name]["starts"] = [proportion(r) for r in runs]
             cells[name]["worst_case"] = proportion(worst)
             outcomes[name]["worst_case"] = paired(worst, first["outcomes"][name]["clean"][:n])
-    if attack == "ask_apgd":
-        equal_passes(suite, metric, cells, outcomes)
+    if entry.equal_passes:
+        equal_passes(suite, attack, metric, cells, outcomes)
     return cells, outcomes
 
 
-def equal_passes(suite: AttackSuite, metric: str, cells: dict, outcomes: dict) -> None:
-    """ASK-APGD limited to ASK-Atk's gradient passes (attacks.steps // ask_apgd.steps runs), on the
-    same images, beside the full run: so that "stronger" is not only more compute."""
+def equal_passes(suite: AttackSuite, attack: str, metric: str, cells: dict, outcomes: dict) -> None:
+    """A restarted attack limited to ASK-Atk's gradient passes (attacks.steps // <attack>.steps
+    restarts), on the same images, beside the full run: so that "stronger" is not only more compute."""
     cfg = suite.params["attacks"]
-    runs = max(1, cfg["steps"] // cfg["ask_apgd"]["steps"])
+    runs = max(1, cfg["steps"] // cfg[attack]["steps"])
     limited = copy.copy(suite)   # shares the model, bank and caches; only the restarts differ
-    limited.cfg = {**cfg, "ask_apgd": {**cfg["ask_apgd"], "restarts": runs}}
+    limited.cfg = {**cfg, attack: {**cfg[attack], "restarts": runs}}
     for layers in layer_sets(suite.params):
         name = layer_set_name(layers)
-        run = limited.run("ask_apgd", layers, metric, suite.params["eps"], n=cfg["worst_case_size"])
-        cells[name]["equal_passes"] = {**cell(run, name), "passes": runs * cfg["ask_apgd"]["steps"]}
+        run = limited.run(attack, layers, metric, suite.params["eps"], n=cfg["worst_case_size"])
+        cells[name]["equal_passes"] = {**cell(run, name), "passes": runs * cfg[attack]["steps"]}
         outcomes[name]["equal_passes"] = outcome(run, name)
 
 

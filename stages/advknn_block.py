@@ -10,7 +10,7 @@ from askknn.io import write_json
 from askknn.params import load_params
 from askknn.registry import METHODS
 from askknn.shared import METRICS as METRIC_NAMES
-from askknn.runtime import METRICS_DIR, advknn_block_path, bank_path, run_stage, stage_arguments
+from askknn.runtime import METRICS_DIR, advknn_block_path, bank_path, device, run_stage, stage_arguments
 
 
 def main() -> None:
@@ -23,7 +23,8 @@ def main() -> None:
     blocks, summary = {}, {}
     for name in ("single", "multi"):
         blocks[name], history = train_knn_block(bank, layers, k, metric, epochs=cfg["epochs"], lr=cfg["lr"],
-                                                lam=cfg[f"lam_{name}"], seed=params["data"]["seed"])
+                                                lam=cfg[f"lam_{name}"], seed=params["data"]["seed"],
+                                                device=device())
         summary[name] = {"lam": cfg[f"lam_{name}"], "final_loss": history[-1],
                          "agreement_with_knn": knn_agreement(blocks[name], bank, held_out, layers, k, metric)}
     save_blocks(advknn_block_path(method, metric), blocks)

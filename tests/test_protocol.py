@@ -186,6 +186,10 @@ def test_the_pooled_test_sums_the_discordant_pairs_of_every_seed_and_needs_every
     assert split["verdict"].startswith("not resolved") and "seeds disagree" in split["verdict"]
     # Holm keeps the sign rule
     assert holm([{**split, "claim": "higher"}])[0]["verdict"].startswith("not resolved")
+    # one training seed: however small the p-value, not a verdict on the training method
+    single = pooled_claim_verdict([pair(30, 0)], "higher")
+    assert single["p_value"] < 1e-8 and single["verdict"] == "not resolved at n = 80 (one training run)"
+    assert holm([{**single, "claim": "higher"}])[0]["verdict"].endswith("(one training run)")
 
 
 def test_the_mean_over_seeds_has_a_t_interval():
