@@ -98,6 +98,17 @@ def install(preset: str, staging: Path) -> None:
             shutil.move(str(item), old)
 
 
+def settings_of(parser: argparse.ArgumentParser, preset: str, items: list[str]) -> dict[str, str]:
+    """params.yaml's switches for a run: the preset and each -S KEY=VALUE."""
+    settings = {"preset": preset}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"-S {item}: expected KEY=VALUE, e.g. -S eps=8")
+        settings[key] = value
+    return settings
+
+
 def restore_default() -> None:
     git("checkout", "--", *COMMITTED_OUTPUTS)
     subprocess.run(["dvc", "checkout"], check=True)
@@ -113,13 +124,7 @@ def main() -> int:
     if args.restore:
         restore_default()
         return 0
-    settings = {"preset": args.preset}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"-S {item}: expected KEY=VALUE, e.g. -S eps=8")
-        settings[key] = value
-    target = switched(git("show", "HEAD:params.yaml"), settings)
+    target = switched(git("show", "HEAD:params.yaml"), settings_of(parser, args.preset, args.settings))
     check_clean(target)
     continuing = PARAMS.read_text() == target   # an interrupted run leaves params.yaml switched
     PARAMS.write_text(target)

@@ -130,3 +130,34 @@ def test_a_plain_timed_run_starts_a_fresh_table(repo, monkeypatch):
     time_repro.timed_repro([], out)
     assert list(time_repro.recorded(out)) == ["a", "b"]
     assert "**total**" in out.read_text()
+
+
+@pytest.mark.slow
+def test_a_kept_preset_report_is_rendered_again_from_its_results_keeping_the_run_header(tracked_copy, monkeypatch):
+    import render_preset
+    for key in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{key}_NAME", "test")
+        monkeypatch.setenv(f"GIT_{key}_EMAIL", "test@example.com")
+    monkeypatch.chdir(tracked_copy)
+    kept = Path("reports/cifar10_fast/results.md")
+    header = kept.read_text().split("\n\n")[1]
+    assert header.startswith(render_preset.RUN_HEADER)
+    kept.write_text(f"# Results\n\n{header}\n\nan older rendering\n")
+    (Path("metrics/cifar10_fast/verdicts.json")).unlink()
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "project"]):
+        subprocess.run(["git", *command], check=True)
+    lock, params = Path("dvc.lock").read_text(), Path("params.yaml").read_text()
+
+    render_preset.render("cifar10_fast", {"preset": "cifar10_fast", "eps": "8", "seeds": "[0]"})
+
+    text = kept.read_text()
+    assert text.split("\n\n")[1] == header and "an older rendering" not in text
+    assert "Preset `cifar10_fast`" in text and "Table 1" in text
+    verdicts = json.loads(Path("metrics/cifar10_fast/verdicts.json").read_text())["verdicts"]
+    pooled = [v for v in verdicts if v.get("seeds") == 1]
+    # one training seed: no verdict on a training method, though the run's own test rejected equality
+    assert pooled and all(v["verdict"].startswith("not resolved") for v in pooled)
+    assert any(v["verdict"].endswith("(one training run)") for v in pooled)
+    # the working tree still describes the default preset; the temporary worktree is gone
+    assert (Path("dvc.lock").read_text(), Path("params.yaml").read_text()) == (lock, params)
+    assert "cifar10_fast" not in subprocess.run(["git", "worktree", "list"], capture_output=True, text=True).stdout

@@ -28,3 +28,36 @@ def test_each_changed_verdict_is_shown_with_the_p_values_it_was_read_from():
     assert (row["p_first"], row["p_second"]) == ("0.04", "0.06")
     within = {"claim": "w", "source": "s", "verdict": "holds", "ci95": [0.0, 0.01]}
     assert verdict_stability.compare([within], [within])[0]["p_first"] == "-"
+
+
+def directional(only_a: int, only_b: int, verdict: str, family: str = "f", n: int = 800) -> dict:
+    return {"claim": f"{only_a}-{only_b}", "source": family, "family": family, "direction": "higher", "n": n,
+            "only_a": only_a, "only_b": only_b, "verdict": verdict}
+
+
+def test_expected_changes_from_image_sampling_are_near_zero_far_from_the_level_and_near_half_at_it():
+    import verdict_stability
+    clear = directional(150, 10, "holds")   # p ~ 1e-32: a fresh sample never doubts it
+    assert verdict_stability.expected_changes([clear]) < 0.01
+    # 40 against 22 discordant images: p = 0.03, just below the level; fresh samples land on either
+    # side about equally often, so two of them disagree about half the time
+    edge = directional(40, 22, "holds")
+    assert 0.4 < verdict_stability.expected_changes([edge]) <= 0.5
+    # with four times the images, that same effect is resolved almost always
+    assert verdict_stability.expected_changes([edge], scale=4) < 0.05
+    # Holm: beside five clear claims the edge claim has the family's largest p-value, so its adjusted
+    # p-value is its own and it changes as often as alone (the clear ones add nothing)
+    family = [edge] + [directional(150 + i, 10, "holds") for i in range(5)]
+    assert abs(verdict_stability.expected_changes(family) - verdict_stability.expected_changes([edge])) < 0.05
+    # equivalence verdicts are not counted
+    assert verdict_stability.expected_changes([{"claim": "w", "source": "s", "verdict": "holds"}]) == 0
+
+
+def test_the_vectorised_holm_matches_statsmodels_row_by_row():
+    import numpy as np
+    from statsmodels.stats.multitest import multipletests
+    import verdict_stability
+    p = np.random.default_rng(0).uniform(0, 0.2, (20, 6))
+    p[0, :2] = 0.01   # ties
+    expected = np.array([multipletests(row, method="holm")[1] for row in p])
+    assert np.allclose(verdict_stability.holm_rows(p), expected)

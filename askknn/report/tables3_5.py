@@ -27,8 +27,9 @@ def defense_verdicts(verdicts, source: str, row: str, outs: dict) -> str:
 def seeds_note(params) -> str:
     seeds = params["seeds"]
     if len(seeds) == 1:
-        return (f"One training run per method (seed {seeds[0]}): its verdicts on training methods rest on one run "
-                f"and carry no training variance.")
+        return (f"One training run per method (seed {seeds[0]}): a verdict on a training method needs at least two "
+                f"training seeds, so every one below reads `not resolved (one training run)` whatever its p-value; "
+                f"the paired test on this one run's models is shown beside it.")
     return (f"Every method trained under {len(seeds)} seeds ({', '.join(map(str, seeds))}), each with the "
             f"hyper-parameters tuned on its seed-{seeds[0]} model. Rows: each seed (95% Wilson interval, n images) "
             f"and the mean over seeds (95% t-interval over the {len(seeds)} seeds). A verdict pools the seeds: "
