@@ -71,7 +71,7 @@ class Verdicts:
             test = (f"mean difference {100 * v['difference']:+.1f} points (per seed: "
                     + " / ".join(f"{100 * d:+.1f}" for d in v["seed_differences"])
                     + f"), seed-stratified exact McNemar p = {v['p_value']:.2g}")
-            n = f"{v['seeds']} seeds, n = {v['n'] // v['seeds']} images each"
+            n = f"{v['seeds']} seed{'s' if v['seeds'] > 1 else ''}, n = {v['n'] // v['seeds']} images each"
         else:
             test = f"difference {100 * v['difference']:+.1f} points, exact McNemar p = {v['p_value']:.2g}"
             n = f"n = {v['n']}"
