@@ -347,3 +347,14 @@ def test_the_worst_case_of_a_trained_model_starts_from_its_table3_outcomes(tmp_p
     write_json(tmp_path / "outcomes/trained/askdef_seed2.json", stored)
     assert table3_ask_outcomes(tmp_path, "askdef", 2) == {"conv4": {"robust": "01", "clean": "11"}}
     assert table3_ask_outcomes(tmp_path, "at", 2) is None
+
+
+def test_an_edge_choice_says_where_a_stronger_value_may_lie_and_names_a_limit_of_the_attack():
+    from askknn.report.tuning import edge_direction, edge_lead
+    grid = [{"steepness": a, "dknn_accuracy": acc} for a, acc in ((0.25, 0.30), (1.0, 0.30), (4.0, 0.40))]
+    low = {"on_grid_edge": ["steepness"], "grid": grid, "chosen": {"steepness": 0.25}}
+    assert edge_direction(low).startswith("steepness: below the grid (near the attack's limit")
+    assert edge_lead(low) == "steepness: 0.0"   # ties its neighbour: the curve is flat there
+    high = {**low, "chosen": {"steepness": 4.0}}
+    assert edge_direction(high) == "steepness: above the grid"   # no limit that way
+    assert edge_direction({**low, "on_grid_edge": []}) == "no"

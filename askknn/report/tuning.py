@@ -12,13 +12,20 @@ from askknn.report.common import (
 from askknn.runtime import layer_set_name
 
 
+# Why a stronger value may not lie past an edge, where the grid stops at a limit of the attack
+LIMITS = {("omega", "below"): " (near omega's bound: 0 or 1 attacks one layer alone)",
+          ("omega", "above"): " (near omega's bound: 0 or 1 attacks one layer alone)",
+          ("steepness", "below"): " (near the attack's limit: a flatter sigmoid only rescales the gradient, "
+                                  "which sign steps ignore)"}
+
+
 def edge_direction(cell: dict) -> str:
     """Per hyper-parameter on its grid's edge, the direction in which a stronger value may lie."""
     words = []
     for key in cell["on_grid_edge"]:
         values = sorted({entry[key] for entry in cell["grid"]})
         side = "below" if cell["chosen"][key] == values[0] else "above"
-        bound = " (near omega's bound: 0 or 1 attacks one layer alone)" if key == "omega" else ""
+        bound = LIMITS.get((key, side), "")
         words.append(f"{key}: {side} the grid{bound}")
     return ", ".join(words) or "no"
 
