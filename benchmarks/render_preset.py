@@ -59,12 +59,7 @@ def render(preset: str, settings: dict[str, str]) -> None:
             env = {**os.environ, "PYTHONPATH": str(tree)}
             for stage in ("check_params", "report"):
                 subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tree, env=env, check=True)
-            here = Path.cwd()
-            os.chdir(tree)
-            try:
-                gather(staging)
-            finally:
-                os.chdir(here)
+            gather(staging, tree)
         finally:
             git("worktree", "remove", "--force", str(tree))
         results = staging / REPORTS / "results.md"

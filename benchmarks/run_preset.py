@@ -63,10 +63,12 @@ def check_clean(target: str) -> None:
         raise ParamError("uncommitted changes in what the run overwrites; commit or stash them first:\n" + dirty)
 
 
-def gather(staging: Path) -> None:
-    """metrics/ and the report's files into `staging`; what a cut-off run did not make is left out."""
-    shutil.copytree(METRICS_DIR, staging / METRICS_DIR, ignore=shutil.ignore_patterns(*available_presets()))
+def gather(staging: Path, root: Path = Path()) -> None:
+    """metrics/ and the report's files of the project at `root` into `staging`; what a cut-off run
+    did not make is left out."""
+    shutil.copytree(root / METRICS_DIR, staging / METRICS_DIR, ignore=shutil.ignore_patterns(*available_presets()))
     for source, name in REPORT_COPIES.items():
+        source = root / source
         if not source.exists():
             continue
         target = staging / REPORTS / name

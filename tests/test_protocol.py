@@ -353,7 +353,7 @@ def test_an_edge_choice_says_where_a_stronger_value_may_lie_and_names_a_limit_of
     from askknn.report.tuning import edge_direction, edge_lead
     grid = [{"steepness": a, "dknn_accuracy": acc} for a, acc in ((0.25, 0.30), (1.0, 0.30), (4.0, 0.40))]
     low = {"on_grid_edge": ["steepness"], "grid": grid, "chosen": {"steepness": 0.25}}
-    assert edge_direction(low).startswith("steepness: below the grid (near the attack's limit")
+    assert edge_direction(low).startswith("steepness: below the grid (towards a fixed attack")
     assert edge_lead(low) == "steepness: 0.0"   # ties its neighbour: the curve is flat there
     high = {**low, "chosen": {"steepness": 4.0}}
     assert edge_direction(high) == "steepness: above the grid"   # no limit that way

@@ -61,3 +61,13 @@ def test_the_vectorised_holm_matches_statsmodels_row_by_row():
     p[0, :2] = 0.01   # ties
     expected = np.array([multipletests(row, method="holm")[1] for row in p])
     assert np.allclose(verdict_stability.holm_rows(p), expected)
+
+
+def test_the_vectorised_mcnemar_p_value_is_the_reports_exact_test():
+    import numpy as np
+    import verdict_stability
+    from askknn.stats import paired_test
+    only_a, only_b = np.array([0, 3, 12, 7, 40]), np.array([0, 9, 2, 7, 22])
+    expected = [paired_test(np.array([1] * a + [0] * b, bool), np.array([0] * a + [1] * b, bool))["p_value"]
+                if a + b else 1.0 for a, b in zip(only_a, only_b)]
+    assert np.allclose(verdict_stability.mcnemar_p_values(only_a, only_a + only_b), expected)

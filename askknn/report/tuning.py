@@ -12,11 +12,11 @@ from askknn.report.common import (
 from askknn.runtime import layer_set_name
 
 
-# Why a stronger value may not lie past an edge, where the grid stops at a limit of the attack
-LIMITS = {("omega", "below"): " (near omega's bound: 0 or 1 attacks one layer alone)",
-          ("omega", "above"): " (near omega's bound: 0 or 1 attacks one layer alone)",
-          ("steepness", "below"): " (near the attack's limit: a flatter sigmoid only rescales the gradient, "
-                                  "which sign steps ignore)"}
+# Where a grid's edge meets a limit of the attack, what lies past it (the lead says how close it is)
+OMEGA_BOUND = " (near omega's bound: 0 or 1 attacks one layer alone)"
+LIMITS = {("omega", "below"): OMEGA_BOUND, ("omega", "above"): OMEGA_BOUND,
+          ("steepness", "below"): " (towards a fixed attack: a flatter sigmoid only rescales the gradient, which "
+                                  "sign steps ignore; a lead near 0 says it is reached)"}
 
 
 def edge_direction(cell: dict) -> str:
