@@ -100,7 +100,7 @@ class FeatureBank:
         self.labels = np.asarray(labels, dtype=np.int64)
         self.num_classes = int(self.labels.max()) + 1
         self.class_members = [np.flatnonzero(self.labels == c) for c in range(self.num_classes)]
-        self._indices: dict[tuple, object] = {}
+        self._indices: dict[tuple | str, object] = {}
         self._vectors: dict[tuple, np.ndarray] = {}
 
     @property
@@ -171,21 +171,47 @@ class FeatureBank:
             self._indices[key] = (v, norms, torch.from_numpy(rows).to(self.device))
         return self._indices[key]
 
-    def search_per_class(self, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """For every class, the k nearest bank points of that class: arrays of shape (B, C, k)."""
+    def per_class(self, layer: str, metric: str, queries, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every class, the k nearest bank points of that class: squared distances and bank
+        indices, tensors (B, C, k) on the bank's device for the torch search (nothing leaves it),
+        on the CPU for faiss."""
         q = self._queries(queries, metric)
-        if self.backend == "torch":   # one product and one top-k over the class blocks, one copy back
+        if self.backend == "torch":   # one product and one top-k over the class blocks
             v, norms, rows = self._class_blocks(layer, metric)
             dist = (q.pow(2).sum(1, keepdim=True) - 2 * q @ v.T + norms).clamp_min_(0)
             dist, pos = dist.view(len(q), self.num_classes, -1).topk(k, dim=2, largest=False)
-            idx = rows[torch.arange(self.num_classes, device=rows.device)[None, :, None], pos]
-            return dist.cpu().numpy(), idx.cpu().numpy()
+            return dist, rows[torch.arange(self.num_classes, device=rows.device)[None, :, None], pos]
         dist = np.empty((len(q), self.num_classes, k), dtype=np.float32)
         idx = np.empty((len(q), self.num_classes, k), dtype=np.int64)
         for c in range(self.num_classes):
             d, i = self._search(layer, metric, q, k, c)
             dist[:, c], idx[:, c] = d, self.class_members[c][i]
-        return dist, idx
+        return torch.from_numpy(dist), torch.from_numpy(idx)
+
+    def search_per_class(self, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """per_class as numpy arrays (B, C, k)."""
+        dist, idx = self.per_class(layer, metric, queries, k)
+        return dist.cpu().numpy(), idx.cpu().numpy()
+
+    def vector_tensor(self, layer: str, metric: str) -> torch.Tensor:
+        """vectors() as a tensor where the search keeps them: the torch search's own copy on the
+        device (references are gathered there, with no host copy), a view of the host array for faiss."""
+        if self.backend == "torch":
+            return self._index(layer, metric)[0]
+        return torch.from_numpy(self.vectors(layer, metric))
+
+    def gather(self, layer: str, metric: str, idx) -> torch.Tensor:
+        """The vectors at bank indices `idx` (an array or tensor of any shape), gathered where the
+        search keeps them (see vector_tensor)."""
+        vectors = self.vector_tensor(layer, metric)
+        return vectors[torch.as_tensor(idx).to(vectors.device)]
+
+    def label_tensor(self) -> torch.Tensor:
+        """The labels beside vector_tensor()'s rows (on the device for the torch search)."""
+        if "labels" not in self._indices:
+            self._indices["labels"] = torch.from_numpy(self.labels).to(self.device if self.backend == "torch"
+                                                                       else "cpu")
+        return self._indices["labels"]
 
     # ------------------------------------------------------------ storage
     def save(self, path: str | Path, **extra: np.ndarray) -> None:

@@ -1,17 +1,20 @@
 """GPU benchmark (not a test): on the CUDA device present, the `cifar10` preset's model (vgg16_bn)
 on synthetic CIFAR-sized data:
 
-- one AT epoch (the preset's PGD, batch, augmentation) in fp32 and in bf16, extrapolated from the
-  second of two short epochs (the first pays for cudnn.benchmark's search);
+- one AT epoch (the preset's PGD, batch, augmentation) in fp32, in bf16, and in bf16 with the model
+  under torch.compile, extrapolated from the second of two short epochs (the first pays for
+  cudnn.benchmark's search and the compilation);
 - the kNN search of one attack batch against the preset's bank size, faiss on the CPU against exact
   torch search on the device;
 - one ASK-Atk batch, cosine and l2, against its floor (steps x forward to conv4 + backward to the
   input), measured alternately in one process, median of `--repeats`;
 - the start-up of a stage's process (Python, torch, the package, CUDA's context), median of 3;
-- a torch.profiler table of a few bf16 AT batches (reports/gpu_profile.md): where the time goes.
+- a torch.profiler table of a few bf16 AT batches (gpu_profile.md, last): where the time goes.
 
-Writes reports/gpu_benchmark.md with the device's name. On a machine without CUDA it says so and
-exits with status 0.   Run:  python benchmarks/gpu_benchmark.py
+Writes gpu_benchmark.md (in reports/, or --out) with the device's name, again after every
+measurement, so a run cut short keeps what it measured. On a machine without CUDA it says so and
+exits with status 0; `--device cpu` runs the same code on the CPU (the test does, at toy sizes).
+Run:  python benchmarks/gpu_benchmark.py
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from askknn.bank import FeatureBank
 from askknn.data import Prepared, PreparedData, save_prepared
 from askknn.io import write_text
 from askknn.models import create_model
-from askknn.params import read_yaml
+from askknn.params import preset_config
 from askknn.runtime import REPORTS
 from askknn.training import TrainConfig, train_model
 
@@ -40,11 +43,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = 49_000   # the cifar10 preset's training split (50,000 less 1,000 held out)
 
 
-def timed(fn) -> float:
-    torch.cuda.synchronize()
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> float:
+    sync(device)
     tic = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
+    sync(device)
     return time.perf_counter() - tic
 
 
@@ -58,41 +66,44 @@ def synthetic(folder: Path, images: int, val: int) -> PreparedData:
     return PreparedData(folder)
 
 
-def at_epoch(train: dict, precision: str, batches: int) -> float:
-    """Seconds of one AT epoch of the preset, extrapolated from `batches` batches."""
-    cfg = dataclasses.replace(TrainConfig.from_params(train), epochs=2, val_pgd_steps=1, precision=precision)
+def at_epoch(cfg: TrainConfig, precision: str, batches: int, device: str, compiled: bool = False) -> float:
+    """Seconds of one AT epoch of the preset, extrapolated from `batches` batches; `compiled`: the
+    model's forward (which the attack's passes and the training pass both go through) under torch.compile."""
+    cfg = dataclasses.replace(cfg, epochs=2, val_pgd_steps=1, precision=precision)
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic(Path(tmp), batches * cfg.batch_size, 100)
         model = create_model("vgg16_bn")
-        history = train_model(model, data, cfg, Path(tmp) / "checkpoint.pt", device="cuda", log=lambda _: None)
+        if compiled:
+            model.compile()
+        history = train_model(model, data, cfg, Path(tmp) / "checkpoint.pt", device=device, log=lambda _: None)
     return history[-1]["epoch_seconds"] / batches * (TRAIN_IMAGES / cfg.batch_size)
 
 
-def knn_search(bank_size: int, dims: int, batch: int, k: int, repeats: int) -> dict[str, float]:
+def knn_search(bank_size: int, dims: int, batch: int, k: int, repeats: int, device: str) -> dict[str, float]:
     rng = np.random.default_rng(0)
     feats = {"conv4": rng.normal(size=(bank_size, dims)).astype(np.float32)}
     labels = np.arange(bank_size) % 10
-    queries = torch.from_numpy(rng.normal(size=(batch, dims)).astype(np.float32)).cuda()
+    queries = torch.from_numpy(rng.normal(size=(batch, dims)).astype(np.float32)).to(device)
     import importlib.util
     out = {"faiss": float("nan")}   # faiss is not installed on every GPU machine
     for search in ("faiss", "torch") if importlib.util.find_spec("faiss") else ("torch",):
-        bank = FeatureBank(feats, labels, search=search, device="cuda")
-        bank.search_per_class("conv4", "cosine", queries, k)   # builds the indices
-        out[search] = statistics.median(timed(lambda: bank.search_per_class("conv4", "cosine", queries, k))
+        bank = FeatureBank(feats, labels, search=search, device=device)
+        bank.per_class("conv4", "cosine", queries, k)   # builds the indices
+        out[search] = statistics.median(timed(lambda: bank.per_class("conv4", "cosine", queries, k), device)
                                         for _ in range(repeats))
     return out
 
 
 def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int, metric: str,
-                      tau: float) -> dict[str, float]:
+                      tau: float, device: str) -> dict[str, float]:
     torch.manual_seed(0)
-    model = create_model("vgg16_bn").cuda().eval()
+    model = create_model("vgg16_bn").to(device).eval()
     layer = "conv4"
     with torch.no_grad():
-        dims = model.features(torch.rand(1, 3, 32, 32, device="cuda"), [layer])[layer].shape[1]
+        dims = model.features(torch.rand(1, 3, 32, 32, device=device), [layer])[layer].shape[1]
     bank = FeatureBank({layer: np.random.default_rng(0).normal(size=(bank_size, dims)).astype(np.float32)},
-                       np.arange(bank_size) % 10)
-    x, y = torch.rand(batch, 3, 32, 32, device="cuda"), torch.arange(batch, device="cuda") % 10
+                       np.arange(bank_size) % 10, device=device)
+    x, y = torch.rand(batch, 3, 32, 32, device=device), torch.arange(batch, device=device) % 10
     attack = ASKAttack(bank, [layer], 8 / 255, metric, tau=tau, steps=steps, seed=0)
 
     def floor():
@@ -105,14 +116,14 @@ def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int, metr
     floor(), attack(model, x, y)   # warm-up
     floors, attacks = [], []
     for _ in range(repeats):       # alternately, so drifts of the machine hit both alike
-        floors.append(timed(floor))
-        attacks.append(timed(lambda: attack(model, x, y)))
+        floors.append(timed(floor, device))
+        attacks.append(timed(lambda: attack(model, x, y), device))
     return {"floor": statistics.median(floors), "attack": statistics.median(attacks)}
 
 
-def stage_start_up() -> float:
+def stage_start_up(device: str) -> float:
     """Seconds for a fresh process to import what a stage imports and open the CUDA context."""
-    code = "import torch, askknn.experiments, askknn.training; torch.zeros(1, device='cuda')"
+    code = f"import torch, askknn.experiments, askknn.training; torch.zeros(1, device='{device}')"
     times = []
     for _ in range(3):
         tic = time.perf_counter()
@@ -121,70 +132,88 @@ def stage_start_up() -> float:
     return statistics.median(times)
 
 
-def profile_at(train: dict, batches: int = 6) -> str:
-    """torch.profiler's table (top 30 by CUDA time) of a few bf16 AT batches of the preset."""
+def profile_at(cfg: TrainConfig, device: str, batches: int = 6) -> str:
+    """torch.profiler's table (top 30 by device time) of a few bf16 AT batches of the preset."""
     from torch.profiler import ProfilerActivity, profile
-    cfg = dataclasses.replace(TrainConfig.from_params(train), epochs=1, val_pgd_steps=1, precision="bf16")
+    cfg = dataclasses.replace(cfg, epochs=1, val_pgd_steps=1, precision="bf16")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic(Path(tmp), batches * cfg.batch_size, 100)
-        train_model(create_model("vgg16_bn"), data, cfg, Path(tmp) / "warm.pt", device="cuda", log=lambda _: None)
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            train_model(create_model("vgg16_bn"), data, cfg, Path(tmp) / "timed.pt", device="cuda",
+        train_model(create_model("vgg16_bn"), data, cfg, Path(tmp) / "warm.pt", device=device, log=lambda _: None)
+        with profile(activities=activities) as prof:
+            train_model(create_model("vgg16_bn"), data, cfg, Path(tmp) / "timed.pt", device=device,
                         log=lambda _: None)
-    events = prof.key_averages()
-    try:
-        return events.table(sort_by="device_time_total", row_limit=30, max_name_column_width=60)
-    except (AttributeError, KeyError):   # torch versions that name it after CUDA
-        return events.table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60)
+    sort = "device_time_total" if device == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60)
 
 
-def main() -> int:
+class Report:
+    """gpu_benchmark.md, written again after every measurement (a run cut short keeps what it has)."""
+
+    def __init__(self, path: Path, device: str, settings: str):
+        self.path, self.rows, self.notes = path, [], []
+        name = torch.cuda.get_device_name() if device == "cuda" else "the CPU (a test run at toy sizes)"
+        version = f"torch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if device == "cuda" else "")
+        self.header = (f"# GPU benchmark\n\nDevice: **{name}** ({version}). Synthetic CIFAR-10-sized data, {settings}; "
+                       f"written by `python benchmarks/gpu_benchmark.py`. Timings vary from run to run.\n")
+
+    def add(self, row: str = "", note: str = "") -> None:
+        self.rows += [row] if row else []
+        self.notes += [note] if note else []
+        text = "\n".join([self.header, "| measurement | seconds |", "|---|---|", *self.rows, "", *self.notes]) + "\n"
+        write_text(self.path, text)
+        print(text, flush=True)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=40, help="batches per timed training epoch")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--out", type=Path, default=REPORTS, help="folder of gpu_benchmark.md and gpu_profile.md")
+    parser.add_argument("--batch-size", type=int, help="instead of the preset's (toy runs)")
+    parser.add_argument("--bank-size", type=int, help="instead of the preset's (toy runs)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the epoch under torch.compile (last)")
+    args = parser.parse_args(argv)
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device is present: nothing to benchmark; reports/gpu_benchmark.md is left as it is")
         return 0
-    preset = read_yaml(ROOT / "presets" / "cifar10.yaml")
-    name = torch.cuda.get_device_name()
-    epochs = {p: at_epoch(preset["train"], p, args.batches) for p in ("fp32", "bf16")}
+    preset = preset_config("cifar10", ROOT)
+    train = TrainConfig.from_params(preset["train"])
+    train = dataclasses.replace(train, batch_size=args.batch_size or train.batch_size)
+    bank_size = args.bank_size or preset["data"]["bank_size"]
+    batch, steps = args.batch_size or preset["attacks"]["batch_size"], preset["attacks"]["steps"]
+    report = Report(args.out / "gpu_benchmark.md", device,
+                    f"the `cifar10` preset's settings (training batch {train.batch_size}, attack batch {batch}, "
+                    f"bank {bank_size:,})")
+    epochs = {}
+    for label, precision, compiled in (("fp32", "fp32", False), ("bf16 + channels_last", "bf16", False)):
+        epochs[label] = at_epoch(train, precision, args.batches, device, compiled)
+        report.add(f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | {epochs[label]:.1f} |")
+    report.add(note=f"bf16 epoch / fp32 epoch: {epochs['bf16 + channels_last'] / epochs['fp32']:.2f}; the "
+                    f"200-epoch AT run of the preset then takes about {200 * min(epochs.values()) / 3600:.1f} h.")
+    for metric, tau in (("cosine", 0.03), ("l2", 1.0)):
+        a = ask_against_floor(bank_size, batch, steps, args.repeats, metric, tau, device)
+        report.add(f"| ASK-Atk batch, {metric} ({batch} images, {steps} steps, conv4) / its floor (steps x forward "
+                   f"to conv4 + backward) | {a['attack']:.3f} / {a['floor']:.3f} = {a['attack'] / a['floor']:.2f}x |")
     dims = 512 * 2 * 2   # vgg16_bn's conv4 at 32x32
-    knn = knn_search(preset["data"]["bank_size"], dims, preset["attacks"]["batch_size"], preset["dknn"]["k"],
-                     args.repeats)
-    ask = {metric: ask_against_floor(preset["data"]["bank_size"], preset["attacks"]["batch_size"],
-                                     preset["attacks"]["steps"], args.repeats, metric, tau)
-           for metric, tau in (("cosine", 0.03), ("l2", 1.0))}
-    start_up = stage_start_up()
-    write_text(REPORTS / "gpu_profile.md", f"# Profile of 6 bf16 AT batches on {name}\n\n"
-               f"Written by `python benchmarks/gpu_benchmark.py` (torch.profiler, sorted by CUDA time).\n\n"
-               f"```\n{profile_at(preset['train'])}\n```\n")
-    lines = [
-        "# GPU benchmark\n",
-        f"Device: **{name}** (torch {torch.__version__}, CUDA {torch.version.cuda}). Synthetic CIFAR-10-sized data, "
-        f"the `cifar10` preset's settings; written by `python benchmarks/gpu_benchmark.py`. Timings vary from "
-        f"run to run.\n",
-        "| measurement | seconds |", "|---|---|",
-        f"| AT epoch, vgg16_bn, fp32 (extrapolated to {TRAIN_IMAGES:,} images) | {epochs['fp32']:.1f} |",
-        f"| AT epoch, vgg16_bn, bf16 + channels_last | {epochs['bf16']:.1f} |",
-        *([f"| kNN search per class, {preset['attacks']['batch_size']} queries, bank "
-           f"{preset['data']['bank_size']:,} x {dims}: faiss (CPU) | {knn['faiss']:.4f} |"]
-          if knn["faiss"] == knn["faiss"] else []),   # NaN when faiss is not installed
-        f"| kNN search per class, {preset['attacks']['batch_size']} queries, bank {preset['data']['bank_size']:,} "
-        f"x {dims}: exact torch search on the device | {knn['torch']:.4f} |",
-        *(f"| ASK-Atk batch, {metric} ({preset['attacks']['batch_size']} images, {preset['attacks']['steps']} "
-          f"steps, conv4) / its floor (steps x forward to conv4 + backward) | {a['attack']:.3f} / {a['floor']:.3f} "
-          f"= {a['attack'] / a['floor']:.2f}x |" for metric, a in ask.items()),
-        f"| start-up of one stage's process (imports, CUDA context) | {start_up:.1f} |",
-        f"\nbf16 speed-up per epoch: {epochs['fp32'] / epochs['bf16']:.2f}x; the 200-epoch AT run of the preset "
-        f"then takes about {200 * epochs['bf16'] / 3600:.1f} h (fp32: {200 * epochs['fp32'] / 3600:.1f} h). "
-        f"ASK-Atk / floor: {ask['cosine']['attack'] / ask['cosine']['floor']:.2f} (cosine), "
-        f"{ask['l2']['attack'] / ask['l2']['floor']:.2f} (l2)"
-        + (f"; device search {knn['faiss'] / knn['torch']:.1f}x faster than faiss on the CPU"
-           if knn["faiss"] == knn["faiss"] else "") + ".\n",
-    ]
-    write_text(REPORTS / "gpu_benchmark.md", "\n".join(lines))
-    print("\n".join(lines))
+    knn = knn_search(bank_size, dims, batch, preset["dknn"]["k"], args.repeats, device)
+    for search, where in (("faiss", "faiss (CPU)"), ("torch", f"exact torch search on the {device}")):
+        if knn[search] == knn[search]:   # NaN when faiss is not installed
+            report.add(f"| kNN search per class, {batch} queries, bank {bank_size:,} x {dims}: {where} | "
+                       f"{knn[search]:.4f} |")
+    report.add(f"| start-up of one stage's process (imports, {device} context) | {stage_start_up(device):.1f} |")
+    if args.compile:
+        label = "bf16 + channels_last + torch.compile"   # after the rest: its compilation may outlast a short call
+        epochs[label] = at_epoch(train, "bf16", args.batches, device, compiled=True)
+        report.add(f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | {epochs[label]:.1f} |",
+                   note=f"With torch.compile: bf16 epoch / fp32 epoch {epochs[label] / epochs['fp32']:.2f}.")
+    name = torch.cuda.get_device_name() if device == "cuda" else "the CPU"
+    write_text(args.out / "gpu_profile.md", f"# Profile of 6 bf16 AT batches on {name}\n\n"
+               f"Written by `python benchmarks/gpu_benchmark.py` (torch.profiler, sorted by device time).\n\n"
+               f"```\n{profile_at(train, device)}\n```\n")
     return 0
 
 

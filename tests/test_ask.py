@@ -120,6 +120,33 @@ def test_targeted_attack_reaches_its_target_more_often_than_the_untargeted_one(p
     assert hit_t > hit_u + 0.1
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("options", [{}, {"target": "nearest"}, {"random_negatives": True, "k_pos": 3}])
+def test_the_torch_search_builds_the_references_from_its_own_tensors_as_faiss_does(points, metric, options,
+                                                                                    monkeypatch):
+    """The device path: the torch search's references equal faiss's, and once its bank tensors
+    exist a batch gathers from them alone (no host array, no numpy search per batch)."""
+    bank, x, y = points
+    net = identity_net()
+    banks = {search: FeatureBank(bank.features, bank.labels, search=search, device="cpu")
+             for search in ("faiss", "torch")}
+    contexts = {search: ASKAttack(b, ["conv4"], 0.1, metric, seed=0, **options).prepare(net, x, y)
+                for search, b in banks.items()}
+    (faiss_refs, faiss_target), (torch_refs, torch_target) = contexts["faiss"], contexts["torch"]
+    for faiss_part, torch_part in zip(faiss_refs["conv4"], torch_refs["conv4"]):
+        if faiss_part is not None:
+            torch.testing.assert_close(torch_part, faiss_part, rtol=1e-5, atol=1e-6)
+    if options.get("target"):
+        assert torch.equal(torch_target, faiss_target)
+
+    def host_array(*args):
+        raise AssertionError("the torch search read a host array for a batch")
+    monkeypatch.setattr(banks["torch"], "vectors", host_array)
+    monkeypatch.setattr(banks["torch"], "search_per_class", host_array)
+    again = ASKAttack(banks["torch"], ["conv4"], 0.1, metric, seed=0, **options).prepare(net, x, y)
+    torch.testing.assert_close(again[0]["conv4"][0], torch_refs["conv4"][0])
+
+
 # ------------------------------------------------------------ on the trained digits model
 def eval_hooks(model):
     modes = []

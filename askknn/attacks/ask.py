@@ -10,7 +10,6 @@ attacked layer; the references' features come from the bank.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from askknn.attacks.base import Attack
@@ -29,16 +28,16 @@ def per_layer(name: str, value, layers) -> dict[str, float]:
     return {layer: float(values[layer]) for layer in layers}
 
 
-def class_mean_references(vectors: np.ndarray, idx: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
-    """Mean (B, C, D) of the first sizes[b, c] references idx[b, c] of each class.
+def class_mean_references(vectors: torch.Tensor, idx: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Mean (B, C, D) of the first sizes[b, c] references idx[b, c] of each class, on the vectors' device.
 
     For cosine, mean_k cos(f, r_k) = f_hat . mean_k r_hat_k, so the attack-form logits need one
     vector per class instead of K: the same loss with K times less work per step.
     """
-    flat = idx[np.arange(idx.shape[2]) < sizes[..., None]]
-    offsets = np.concatenate([[0], np.cumsum(sizes.ravel())[:-1]])
-    means = torch.nn.functional.embedding_bag(torch.from_numpy(flat), torch.from_numpy(vectors),
-                                              torch.from_numpy(offsets), mode="mean")
+    flat = idx[torch.arange(idx.shape[2], device=idx.device) < sizes[..., None]]
+    offsets = torch.cumsum(sizes.flatten(), 0).roll(1)
+    offsets[0] = 0
+    means = torch.nn.functional.embedding_bag(flat, vectors, offsets, mode="mean")
     return means.view(*sizes.shape, -1)
 
 
@@ -70,48 +69,52 @@ class ASKAttack(Attack):
         self.bank, self.layers, self.metric = bank, list(layers), metric
         self.k_pos, self.k_neg, self.target, self.random_negatives = k_pos, k_neg, target, random_negatives
 
-    def reference_indices(self, features: np.ndarray, y: np.ndarray, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    def reference_indices(self, features: torch.Tensor, y: torch.Tensor,
+                          layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Bank indices (B, C, max(K+, K-)) of each class's references, and the mean distance (B, C)
-        from each input to the K- nearest bank points of each class."""
-        dist, idx = self.bank.search_per_class(layer, self.metric, features, max(self.k_pos, self.k_neg))
+        from each input to the K- nearest bank points of each class, on the bank's search device."""
+        dist, idx = self.bank.per_class(layer, self.metric, features, max(self.k_pos, self.k_neg))
         if self.random_negatives:   # X- only: X+ stays the true class's K+ nearest points
+            y = y.to(idx.device)
             for c, members in enumerate(self.bank.class_members):
                 other = y != c
                 draws = self.randint(len(members), (int(other.sum()), self.k_neg)).numpy()
-                idx[other, c, :self.k_neg] = members[draws]
+                idx[other, c, :self.k_neg] = torch.from_numpy(members[draws]).to(idx.device)
         return idx, dist[:, :, :self.k_neg].mean(-1)
 
-    def references(self, layer: str, idx: np.ndarray, y: np.ndarray, device) -> tuple:
+    def references(self, layer: str, idx: torch.Tensor, y: torch.Tensor, device) -> tuple:
         """What the loss needs per layer: reference vectors (B, R, D), their labels (B, R) and, for
-        l2, their squared norms; for cosine, one mean unit vector per class (see class_mean_references)."""
-        sizes = np.full(idx.shape[:2], self.k_neg)
-        sizes[np.arange(len(y)), y] = self.k_pos
-        vectors = self.bank.vectors(layer, self.metric)
+        l2, their squared norms; for cosine, one mean unit vector per class (see class_mean_references).
+        Gathered where the bank's vectors are (the device, for the torch search)."""
+        sizes = torch.full(idx.shape[:2], self.k_neg, device=idx.device)
+        sizes[torch.arange(len(y), device=idx.device), y.to(idx.device)] = self.k_pos
         if self.metric == "cosine":
             classes = torch.arange(self.bank.num_classes, device=device).expand(len(y), -1)
-            return class_mean_references(vectors, idx, sizes).to(device), classes, None
-        flat = idx[np.arange(idx.shape[2]) < sizes[..., None]].reshape(len(y), -1)
-        refs = torch.from_numpy(vectors[flat]).to(device)
-        return refs, torch.from_numpy(self.bank.labels[flat]).to(device), refs.pow(2).sum(-1)
+            vectors = self.bank.vector_tensor(layer, self.metric)
+            means = class_mean_references(vectors, idx.to(vectors.device), sizes.to(vectors.device))
+            return means.to(device), classes, None
+        flat = idx[torch.arange(idx.shape[2], device=idx.device) < sizes[..., None]].view(len(y), -1)
+        refs = self.bank.gather(layer, self.metric, flat).to(device)
+        labels = self.bank.label_tensor()
+        return refs, labels[flat.to(labels.device)].to(device), refs.pow(2).sum(-1)
 
-    def choose_target(self, y: torch.Tensor, mean_dist: np.ndarray) -> torch.Tensor | None:
+    def choose_target(self, y: torch.Tensor, mean_dist: torch.Tensor) -> torch.Tensor | None:
         if self.target is None:
             return None
         if self.target == "random":
             shift = self.randint(self.bank.num_classes, y.shape, low=1, device=y.device)
             return (y + shift) % self.bank.num_classes
-        mean_dist = mean_dist.copy()
-        mean_dist[np.arange(len(y)), y.cpu().numpy()] = np.inf
-        return torch.from_numpy(mean_dist.argmin(1)).to(y.device)
+        mean_dist = mean_dist.clone()
+        mean_dist[torch.arange(len(y), device=mean_dist.device), y.to(mean_dist.device)] = torch.inf
+        return mean_dist.argmin(1).to(y.device)
 
     @torch.no_grad()
     def prepare(self, model, x, y):
         clean = model.features(x, self.layers)
-        y_np = y.cpu().numpy()
         refs, target = {}, None
         for i, layer in enumerate(self.layers):
-            idx, mean_dist = self.reference_indices(clean[layer].cpu().numpy(), y_np, layer)
-            refs[layer] = self.references(layer, idx, y_np, x.device)
+            idx, mean_dist = self.reference_indices(clean[layer], y, layer)
+            refs[layer] = self.references(layer, idx, y, x.device)
             if i == 0:
                 target = self.choose_target(y, mean_dist)
         return refs, target

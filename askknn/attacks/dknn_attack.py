@@ -91,7 +91,7 @@ class DkNNAttack(Attack):
                                y.cpu().numpy(), self.guides)
         guides = {}
         for layer in self.layers:
-            vectors = torch.from_numpy(self.bank.vectors(layer, self.metric)[idx]).to(x.device)
+            vectors = self.bank.gather(layer, self.metric, idx).to(x.device)
             guides[layer] = vectors, vectors.pow(2).sum(-1)   # norms precomputed: one einsum per step
         return guides
 

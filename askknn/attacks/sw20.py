@@ -129,7 +129,7 @@ class SW20Attack(Attack):
         signs = torch.cat([-torch.ones(self.half), torch.ones(self.half)]).to(device)
         layers = {}
         for layer in self.layers:
-            vectors = torch.from_numpy(self.bank.vectors(layer, self.metric)[guides]).to(device)
+            vectors = self.bank.gather(layer, self.metric, guides).to(device)
             threshold = kth_distance(self.bank, layer, self.metric, features[layer], self.k)
             layers[layer] = vectors, vectors.pow(2).sum(-1), torch.from_numpy(threshold).to(device)[:, None]
         return SW20References(target, guides, signs, layers)
