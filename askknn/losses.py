@@ -8,6 +8,7 @@ becomes 0.4 in the logits.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -58,20 +59,60 @@ def _class_mask(ref_labels: torch.Tensor, y: torch.Tensor, target: torch.Tensor 
     return (ref_labels == y[:, None]) | (ref_labels == target[:, None])
 
 
+@dataclass(frozen=True)
+class ClassPooling:
+    """How similarities (B, R) to labelled references become class logits (B, C), fixed for a batch
+    of references and so built once per batch instead of once per attack step (class_pooling):
+    the references' one-hot labels (B, R, C) and each class's count, or None in the class-mean form
+    (reference c is class c's single vector: the logits are the similarities themselves); and the
+    classes whose logit is -inf (B, C), or None when there are none."""
+    one_hot: torch.Tensor | None
+    counts: torch.Tensor | None
+    absent: torch.Tensor | None
+
+    def __getitem__(self, rows) -> "ClassPooling":
+        """The pooling of some images of the batch."""
+        return ClassPooling(*(None if t is None else t[rows] for t in (self.one_hot, self.counts, self.absent)))
+
+
+def class_pooling(ref_labels: torch.Tensor | None, y: torch.Tensor, num_classes: int,
+                  target: torch.Tensor | None = None) -> ClassPooling:
+    """The ClassPooling of references labelled ref_labels (B, R), or of one reference per class in
+    class order (ref_labels None); in the targeted variant every class but y and the target is absent."""
+    wrong = None
+    if target is not None:
+        wrong = ~(F.one_hot(y, num_classes).bool() | F.one_hot(target, num_classes).bool())
+    if ref_labels is None:
+        return ClassPooling(None, None, wrong)
+    one_hot = F.one_hot(ref_labels, num_classes).float()      # (B, R, C)
+    counts = one_hot.sum(1)
+    absent = counts == 0
+    return ClassPooling(one_hot, counts.clamp_min(1), absent if wrong is None else absent | wrong)
+
+
 @in_fp32
+def pooled_logits(sim: torch.Tensor, pooling: ClassPooling) -> torch.Tensor:
+    """Attack-form soft-kNN class log-likelihoods (B, C), up to a per-example constant: z_c = mean
+    similarity to class c's references (log S_c, Section 3); -inf for the pooling's absent classes."""
+    logits = sim
+    if pooling.one_hot is not None:
+        logits = torch.einsum("br,brc->bc", sim, pooling.one_hot.to(sim.dtype)) / pooling.counts.to(sim.dtype)
+    return logits if pooling.absent is None else logits.masked_fill(pooling.absent, float("-inf"))
+
+
 def ask_logits(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_classes: int,
                target: torch.Tensor | None = None) -> torch.Tensor:
-    """Attack-form soft-kNN class log-likelihoods (B, C), up to a per-example constant: z_c = mean
-    similarity to class c's references (log S_c, Section 3); -inf for a class without references
+    """pooled_logits for references labelled ref_labels (B, R): -inf for a class without references
     and, in the targeted variant, for every class but y and the target."""
-    one_hot = F.one_hot(ref_labels, num_classes).to(sim.dtype)      # (B, R, C)
-    counts = one_hot.sum(1)
-    logits = torch.einsum("br,brc->bc", sim, one_hot) / counts.clamp_min(1)
-    absent = counts == 0
-    if target is not None:
-        present = F.one_hot(y, num_classes).bool() | F.one_hot(target, num_classes).bool()
-        absent = absent | ~present
-    return logits.masked_fill(absent, float("-inf"))
+    return pooled_logits(sim, class_pooling(ref_labels, y, num_classes, target))
+
+
+@in_fp32
+def ask_attack_loss(sim: torch.Tensor, y: torch.Tensor, pooling: ClassPooling) -> torch.Tensor:
+    """Per-example attack-form ASK loss -log(S_y / sum_c S_c), S_c = exp(mean_k A) (paper Section 3):
+    cross-entropy on the pooled class logits."""
+    logits = pooled_logits(sim, pooling)
+    return torch.logsumexp(logits, 1) - logits.gather(1, y[:, None]).squeeze(1)
 
 
 @in_fp32
@@ -84,8 +125,7 @@ def ask_loss(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_c
     `target` (B,) restricts the out-of-class sum to one class (the targeted attack).
     """
     if form == "attack":
-        logits = ask_logits(sim, ref_labels, y, num_classes, target)
-        return torch.logsumexp(logits, 1) - logits.gather(1, y[:, None]).squeeze(1)
+        return ask_attack_loss(sim, y, class_pooling(ref_labels, y, num_classes, target))
     keep = _class_mask(ref_labels, y, target)
     if form == "defense":
         all_refs = sim if keep is None else sim.masked_fill(~keep, float("-inf"))

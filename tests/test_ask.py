@@ -147,6 +147,27 @@ def test_the_torch_search_builds_the_references_from_its_own_tensors_as_faiss_do
     torch.testing.assert_close(again[0]["conv4"][0], torch_refs["conv4"][0])
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("target", [None, "nearest", "random"])
+def test_the_per_batch_pooling_gives_the_loss_and_gradient_of_the_per_step_formula_bit_for_bit(points, metric,
+                                                                                                target):
+    """ASK-Atk builds the class pooling once per batch; each step must compute exactly what
+    ask_loss computes from the references' labels (the class-mean form: one reference per class)."""
+    bank, x, y = points
+    net = identity_net()
+    attack = ASKAttack(bank, ["conv4"], 0.1, metric, tau=0.05, target=target, seed=0)
+    refs, chosen = attack.prepare(net, x, y)
+    vectors, _, sq_norms = refs["conv4"]
+    found = attack.references("conv4", attack.reference_indices(x, y, "conv4")[0], y, "cpu")
+    labels = torch.arange(bank.num_classes).expand(len(y), -1) if metric == "cosine" else found[1]
+    x_adv = attack.start(x).requires_grad_(True)
+    ours = attack.loss(net, x_adv, y, (refs, chosen))
+    sim = similarity(x_adv, vectors, metric, 0.05, True, sq_norms)
+    direct = ask_loss(sim, labels, y, bank.num_classes, "attack", chosen)
+    assert torch.equal(ours, direct)
+    assert torch.equal(torch.autograd.grad(ours.sum(), x_adv)[0], torch.autograd.grad(direct.sum(), x_adv)[0])
+
+
 # ------------------------------------------------------------ on the trained digits model
 def eval_hooks(model):
     modes = []

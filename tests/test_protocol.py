@@ -101,11 +101,10 @@ def test_run_seeds_depend_on_every_part_of_the_setting():
 def test_random_negatives_keep_the_true_class_references(digits_model, digits_bank, digits_eval):
     x, y = digits_eval
     with torch.no_grad():
-        f = digits_model.features(x, ["conv4"])["conv4"].numpy()
+        f = digits_model.features(x, ["conv4"])["conv4"]
     knn = ASKAttack(digits_bank, ["conv4"], 0.1, seed=0)
     rand = ASKAttack(digits_bank, ["conv4"], 0.1, random_negatives=True, seed=0)
-    idx_knn, _ = knn.reference_indices(f, y.numpy(), "conv4")
-    idx_rand, _ = rand.reference_indices(f, y.numpy(), "conv4")
+    idx_knn, idx_rand = (attack.reference_indices(f, y, "conv4")[0].numpy() for attack in (knn, rand))
     rows = np.arange(len(y))
     np.testing.assert_array_equal(idx_rand[rows, y.numpy()], idx_knn[rows, y.numpy()])   # X+: kNN search
     others = np.ones(idx_knn.shape[:2], bool)

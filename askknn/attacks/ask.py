@@ -14,7 +14,7 @@ import torch
 
 from askknn.attacks.base import Attack
 from askknn.bank import FeatureBank
-from askknn.losses import ask_loss, similarity
+from askknn.losses import ask_attack_loss, class_pooling, similarity
 from askknn.shared import METRICS, ParamError, choice
 
 TARGETS = (None, "nearest", "random")
@@ -83,16 +83,15 @@ class ASKAttack(Attack):
         return idx, dist[:, :, :self.k_neg].mean(-1)
 
     def references(self, layer: str, idx: torch.Tensor, y: torch.Tensor, device) -> tuple:
-        """What the loss needs per layer: reference vectors (B, R, D), their labels (B, R) and, for
-        l2, their squared norms; for cosine, one mean unit vector per class (see class_mean_references).
+        """Per layer: reference vectors (B, R, D), their labels (B, R) and, for l2, their squared
+        norms; for cosine, one mean unit vector per class (see class_mean_references), labels None.
         Gathered where the bank's vectors are (the device, for the torch search)."""
         sizes = torch.full(idx.shape[:2], self.k_neg, device=idx.device)
         sizes[torch.arange(len(y), device=idx.device), y.to(idx.device)] = self.k_pos
         if self.metric == "cosine":
-            classes = torch.arange(self.bank.num_classes, device=device).expand(len(y), -1)
             vectors = self.bank.vector_tensor(layer, self.metric)
             means = class_mean_references(vectors, idx.to(vectors.device), sizes.to(vectors.device))
-            return means.to(device), classes, None
+            return means.to(device), None, None
         flat = idx[torch.arange(idx.shape[2], device=idx.device) < sizes[..., None]].view(len(y), -1)
         refs = self.bank.gather(layer, self.metric, flat).to(device)
         labels = self.bank.label_tensor()
@@ -110,26 +109,30 @@ class ASKAttack(Attack):
 
     @torch.no_grad()
     def prepare(self, model, x, y):
+        """Per layer (reference vectors, their ClassPooling, squared norms or None), and the target;
+        everything the loss needs that does not change during the attack, so each step only pools."""
         clean = model.features(x, self.layers)
-        refs, target = {}, None
+        found, target = {}, None
         for i, layer in enumerate(self.layers):
             idx, mean_dist = self.reference_indices(clean[layer], y, layer)
-            refs[layer] = self.references(layer, idx, y, x.device)
+            found[layer] = self.references(layer, idx, y, x.device)
             if i == 0:
                 target = self.choose_target(y, mean_dist)
+        refs = {layer: (vectors, class_pooling(labels, y, self.bank.num_classes, target), sq_norms)
+                for layer, (vectors, labels, sq_norms) in found.items()}
         return refs, target
 
     def similarities(self, model, x_adv, refs: dict):
-        """Per attacked layer: omega_l, the similarities A(x', r) / tau_l (B, R) and the references' labels."""
+        """Per attacked layer: omega_l, the similarities A(x', r) / tau_l (B, R) and their ClassPooling."""
         feats = model.features(x_adv, self.layers)
-        for layer, (vectors, labels, sq_norms) in refs.items():
+        for layer, (vectors, pooling, sq_norms) in refs.items():
             yield (self.omega[layer], similarity(feats[layer], vectors, self.metric, self.tau[layer], True, sq_norms),
-                   labels)
+                   pooling)
 
     def loss(self, model, x_adv, y, context) -> torch.Tensor:
-        refs, target = context
-        return sum(omega * ask_loss(sim, labels, y, self.bank.num_classes, "attack", target)
-                   for omega, sim, labels in self.similarities(model, x_adv, refs))
+        refs, _ = context
+        return sum(omega * ask_attack_loss(sim, y, pooling)
+                   for omega, sim, pooling in self.similarities(model, x_adv, refs))
 
 
 def tuned(suite, layers, metric: str) -> dict:

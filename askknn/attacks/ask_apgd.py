@@ -33,7 +33,7 @@ import torch
 from askknn.attacks.ask import ASKAttack, tuned
 from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
-from askknn.losses import ask_logits
+from askknn.losses import pooled_logits
 from askknn.shared import ParamError, choice
 
 RESTARTS = ("best", "random")
@@ -82,8 +82,7 @@ class ASKAPGDAttack(ASKAttack):
     def loss(self, model, x_adv, y, context) -> torch.Tensor:
         """The margin max_{c != y} z_c - z_y (positive: the soft kNN prefers a wrong class)."""
         refs, _ = context
-        z = sum(omega * ask_logits(sim, labels, y, self.bank.num_classes)
-                for omega, sim, labels in self.similarities(model, x_adv, refs))
+        z = sum(omega * pooled_logits(sim, pooling) for omega, sim, pooling in self.similarities(model, x_adv, refs))
         true = z.gather(1, y[:, None]).squeeze(1)
         return z.scatter(1, y[:, None], float("-inf")).amax(1) - true
 
