@@ -7,7 +7,8 @@ on synthetic CIFAR-sized data:
 - the kNN search of one attack batch against the preset's bank size, faiss on the CPU against exact
   torch search on the device;
 - one ASK-Atk batch, cosine and l2, against its floor (steps x forward to conv4 + backward to the
-  input), measured alternately in one process, median of `--repeats`;
+  input), measured alternately in one process, median of `--repeats`, and split into the references'
+  search (once a batch) and the steps;
 - the start-up of a stage's process (Python, torch, the package, CUDA's context), median of 3;
 - a torch.profiler table of a few bf16 AT batches (gpu_profile.md, last): where the time goes.
 
@@ -114,11 +115,14 @@ def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int, metr
             x_adv = (x_adv.detach() + 1e-3 * grad.sign()).clamp(0, 1)
 
     floor(), attack(model, x, y)   # warm-up
-    floors, attacks = [], []
+    context = attack.prepare(model, x, y)
+    times = {"floor": [], "attack": [], "prepare": [], "ascend": []}
     for _ in range(repeats):       # alternately, so drifts of the machine hit both alike
-        floors.append(timed(floor, device))
-        attacks.append(timed(lambda: attack(model, x, y), device))
-    return {"floor": statistics.median(floors), "attack": statistics.median(attacks)}
+        times["floor"].append(timed(floor, device))
+        times["attack"].append(timed(lambda: attack(model, x, y), device))
+        times["prepare"].append(timed(lambda: attack.prepare(model, x, y), device))   # references, once a batch
+        times["ascend"].append(timed(lambda: attack.ascend(model, x, y, context), device))   # the steps
+    return {part: statistics.median(seconds) for part, seconds in times.items()}
 
 
 def stage_start_up(device: str) -> float:
@@ -198,6 +202,8 @@ def main(argv=None) -> int:
         a = ask_against_floor(bank_size, batch, steps, args.repeats, metric, tau, device)
         report.add(f"| ASK-Atk batch, {metric} ({batch} images, {steps} steps, conv4) / its floor (steps x forward "
                    f"to conv4 + backward) | {a['attack']:.3f} / {a['floor']:.3f} = {a['attack'] / a['floor']:.2f}x |")
+        report.add(f"| of which: references found once a batch; the steps (random start included), {metric} | "
+                   f"{a['prepare']:.4f}; {a['ascend']:.3f} |")
     dims = 512 * 2 * 2   # vgg16_bn's conv4 at 32x32
     knn = knn_search(bank_size, dims, batch, preset["dknn"]["k"], args.repeats, device)
     for search, where in (("faiss", "faiss (CPU)"), ("torch", f"exact torch search on the {device}")):

@@ -17,6 +17,7 @@ def test_the_benchmark_measures_everything_on_the_cpu_at_toy_sizes(tmp_path):
     text = (tmp_path / "gpu_benchmark.md").read_text()
     assert "training batch 2, attack batch 2, bank 60" in text
     for row in ("AT epoch, vgg16_bn, fp32", "AT epoch, vgg16_bn, bf16", "ASK-Atk batch, cosine", "ASK-Atk batch, l2",
+                "once a batch; the steps (random start included), l2",
                 "exact torch search", "start-up of one stage's process"):
         assert re.search(rf"\| [^|]*{re.escape(row)}[^|]*\| \d", text), row
     assert re.search(r"bf16 epoch / fp32 epoch: \d+\.\d\d", text)
