@@ -1,9 +1,10 @@
 """Benchmark: each attack's cost against its compute floor, on the AT model of the current preset.
 
 floor = steps x (forward to the deepest attacked layer + backward to the input) at the same batch
-size; the target is attack time <= 1.2 x floor. The floor and the attack are timed alternately in
-the same process and each ratio is the median of `--repeats` (>= 5) paired measurements, so a
-noisy neighbour slows both sides alike. Writes reports/benchmark.md and reports/benchmark.json.
+size; the target is attack time <= 1.1 x floor on the CPU, 1.15 x on a GPU. The floor and the
+attack are timed alternately in the same process and each ratio is the median of `--repeats` (>= 5)
+paired measurements, so a noisy neighbour slows both sides alike. Writes reports/benchmark.md and
+reports/benchmark.json.
 Run after `dvc repro` (it needs the AT model, its bank and tune@at):  python benchmarks/attack_cost.py
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from askknn.models import create_model
 from askknn.params import load_params
 from askknn.runtime import REPORTS, device, layer_set_name
 
-TARGET = 1.2
+TARGETS = {"cpu": 1.1, "cuda": 1.15}   # the project's targets: attack time / floor, per device type
+TARGET = TARGETS[device().type]
 
 
 def seconds(fn) -> float:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from askknn.io import read_json
+from askknn.report.common import per_seed_table
 from askknn.knn_blocks import save_blocks, train_knn_block
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import dknn_thresholds
@@ -357,3 +358,11 @@ def test_an_edge_choice_says_where_a_stronger_value_may_lie_and_names_a_limit_of
     high = {**low, "chosen": {"steepness": 4.0}}
     assert edge_direction(high) == "steepness: above the grid"   # no limit that way
     assert edge_direction({**low, "on_grid_edge": []}) == "no"
+
+
+def test_a_mean_over_seeds_is_shown_only_for_several_seeds():
+    cells = {"conv4": {"accuracy": 0.5, "ci95": [0.4, 0.6]}}
+    one = per_seed_table({}, {"at": {0: (cells, None)}}, ["conv4"], str)
+    assert list(one.index) == ["AT, seed 0"]
+    two = per_seed_table({}, {"at": {0: (cells, None), 1: (cells, None)}}, ["conv4"], str)
+    assert list(two.index) == ["AT, seed 0", "AT, seed 1", "AT, mean of 2 seeds"]

@@ -158,15 +158,16 @@ def with_seed_ci(m: dict) -> str:
 
 
 def per_seed_table(params, runs: dict, keys: list[str], label) -> pd.DataFrame:
-    """Rows: each method at each seed (Wilson interval) and its mean over seeds (t-interval over
-    seeds); columns: `keys` (layer sets or budgets) labelled by `label`."""
+    """Rows: each method at each seed (Wilson interval) and, with several seeds, its mean over them
+    (t-interval over seeds); columns: `keys` (layer sets or budgets) labelled by `label`."""
     rows = {}
     for m, by_seed in runs.items():
         for s, (cells, _) in by_seed.items():
             rows[f"{METHOD_NAMES[m]}, seed {s}"] = {label(k): with_ci(cells[k]) for k in keys}
-        rows[f"{METHOD_NAMES[m]}, mean of {len(by_seed)} seeds"] = {
-            label(k): with_seed_ci(seed_mean([cells[k]["accuracy"] for cells, _ in by_seed.values()]))
-            for k in keys}
+        if len(by_seed) > 1:   # one seed's mean is that seed's row again
+            rows[f"{METHOD_NAMES[m]}, mean of {len(by_seed)} seeds"] = {
+                label(k): with_seed_ci(seed_mean([cells[k]["accuracy"] for cells, _ in by_seed.values()]))
+                for k in keys}
     return pd.DataFrame(rows).T
 
 
