@@ -100,13 +100,6 @@ def pooled_logits(sim: torch.Tensor, pooling: ClassPooling) -> torch.Tensor:
     return logits if pooling.absent is None else logits.masked_fill(pooling.absent, float("-inf"))
 
 
-def ask_logits(sim: torch.Tensor, ref_labels: torch.Tensor, y: torch.Tensor, num_classes: int,
-               target: torch.Tensor | None = None) -> torch.Tensor:
-    """pooled_logits for references labelled ref_labels (B, R): -inf for a class without references
-    and, in the targeted variant, for every class but y and the target."""
-    return pooled_logits(sim, class_pooling(ref_labels, y, num_classes, target))
-
-
 @in_fp32
 def ask_attack_loss(sim: torch.Tensor, y: torch.Tensor, pooling: ClassPooling) -> torch.Tensor:
     """Per-example attack-form ASK loss -log(S_y / sum_c S_c), S_c = exp(mean_k A) (paper Section 3):
