@@ -94,7 +94,7 @@ class ASKAttack(Attack):
             return means.to(device), None, None
         flat = idx[torch.arange(idx.shape[2], device=idx.device) < sizes[..., None]].view(len(y), -1)
         refs = self.bank.gather(layer, self.metric, flat).to(device)
-        labels = self.bank.label_tensor()
+        labels = self.bank.label_tensor
         return refs, labels[flat.to(labels.device)].to(device), refs.pow(2).sum(-1)
 
     def choose_target(self, y: torch.Tensor, mean_dist: torch.Tensor) -> torch.Tensor | None:
