@@ -336,16 +336,20 @@ def test_a_write_killed_midway_leaves_a_temporary_that_dvc_ignores_and_the_next_
     assert sorted(p.name for p in target.parent.iterdir()) == ["askdef.json", "at.json"]
 
 
-def test_dvc_itself_ignores_the_temporaries(tmp_path):
+def test_dvc_itself_ignores_the_temporaries_and_python_s_bytecode(tmp_path):
+    """A bytecode cache written on import would otherwise change the hash of every package directory
+    a stage depends on (askknn/attacks, askknn/config), and a clone would re-run the whole pipeline."""
     dvc = shutil.which("dvc")
     if dvc is None:
         pytest.skip("dvc is not on PATH")
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     shutil.copy(ROOT / ".dvcignore", tmp_path / ".dvcignore")
     (tmp_path / "metrics").mkdir()
-    names = ["metrics/.tmp-at.json-k2j3h4l5.json", "metrics/at.json"]
+    (tmp_path / "askknn" / "attacks" / "__pycache__").mkdir(parents=True)
+    ignored_names = ["metrics/.tmp-at.json-k2j3h4l5.json", "askknn/attacks/__pycache__/ask.cpython-311.pyc"]
+    names = [*ignored_names, "metrics/at.json", "askknn/attacks/ask.py"]
     ignored = subprocess.run([dvc, "check-ignore", *names], cwd=tmp_path, capture_output=True, text=True)
-    assert ignored.stdout.split() == names[:1]
+    assert ignored.stdout.split() == ignored_names
 
 
 # ---------------------------------------------------------------- unknown preset
