@@ -83,3 +83,15 @@ def test_dvc_yaml_lists_the_registry_s_methods_and_attacks():
     assert lists["methods"] == list(registry.METHODS)
     assert lists["attacks"] == list(registry.ATTACKS)
     assert lists["swept"] == registry.names(lambda a: a.swept)
+
+
+def test_dvc_lock_holds_only_stages_of_dvc_yaml():
+    """DVC keeps the lock entries of stages removed from dvc.yaml, and re-reads and re-writes the
+    whole lock after every stage it runs: a stale entry only costs time."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        stages = {stage.addressing for stage in repo.index.stages}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's: the lock is 300 KB
+    locked = set(yaml.load((ROOT / "dvc.lock").read_text(), Loader=loader)["stages"])
+    assert locked <= stages, f"stale entries in dvc.lock: {sorted(locked - stages)}"

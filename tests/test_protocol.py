@@ -338,6 +338,19 @@ def test_every_verdict_of_the_report_is_a_claim_of_the_claims_table_and_every_cl
     assert made == sources
 
 
+def test_no_verdict_is_made_twice():
+    """Claims are unique, and the AT model's ASK-APGD verdicts are Table 1's alone: the section of
+    the stronger attacks on the trained models reads the same runs for it, and a second verdict on
+    them would only enlarge its Holm family."""
+    from askknn.report import claims
+    from askknn.report.common import METHOD_NAMES
+    made = [v["claim"] for v in read_json(ROOT / "metrics/verdicts.json")["verdicts"]]
+    assert len(made) == len(set(made))
+    at_prefix = claims.STRONGER_ON_DEFENSES.what(model=METHOD_NAMES["at"], layers="").rsplit(",", 1)[0]
+    assert not [claim for claim in made if claim.startswith(at_prefix)]
+    assert any(claim.startswith(at_prefix.replace(METHOD_NAMES["at"], METHOD_NAMES["askdef"])) for claim in made)
+
+
 def test_the_worst_case_of_a_trained_model_starts_from_its_table3_outcomes(tmp_path):
     """evaluate_defense's first attack is read from evaluate_trained's file under the named project
     root (from any working directory); the AT model's stronger attacks are Table 1's instead."""
