@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline import inside, stages
 from time_repro import timed_repro
 
 from askknn.params import available_presets
@@ -64,16 +65,26 @@ def check_clean(target: str) -> None:
 
 
 def gather(staging: Path, root: Path = Path()) -> None:
-    """metrics/ and the report's files of the project at `root` into `staging`; what a cut-off run
-    did not make is left out."""
-    shutil.copytree(root / METRICS_DIR, staging / METRICS_DIR, ignore=shutil.ignore_patterns(*available_presets()))
+    """The outputs of the pipeline at `root` (dvc.yaml's stages under its params.yaml) among metrics/
+    and the report's files, into `staging`. Left out: files there that this pipeline does not make
+    (the default preset's seeds 1 and 2 in a one-seed run: DVC never deletes an output of a stage
+    that no longer exists) and what a cut-off run did not make."""
+    outs = [out for stage in stages(root) for out in stage.outs]
+    copy_outputs(root, METRICS_DIR, staging / METRICS_DIR, outs)
     for source, name in REPORT_COPIES.items():
-        source = root / source
-        if not source.exists():
-            continue
-        target = staging / REPORTS / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+        copy_outputs(root, source, staging / REPORTS / name, outs)
+
+
+def copy_outputs(root: Path, source: Path, target: Path, outs: list[str]) -> None:
+    """The files at or under root/source that are, or lie in, one of `outs`, to the same place under
+    `target`."""
+    base = root / source
+    files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+    for path in files:
+        if any(inside(path.relative_to(root).as_posix(), out) for out in outs):
+            dest = target / path.relative_to(base) if path != base else target
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
 
 
 def clear_gathered() -> None:

@@ -15,12 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_run  # noqa: E402
+import pipeline  # noqa: E402
 
 
 def test_the_stages_are_dvcs_own_and_each_runs_after_what_it_needs():
     listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.split()
-    found = gpu_run.stages(ROOT)
+    found = pipeline.stages(ROOT)
     assert sorted(s.name for s in found) == sorted(listed)
     position = {s.name: i for i, s in enumerate(gpu_run.ordered(found))}
     for stage, producers in gpu_run.needs(found).items():
@@ -143,7 +144,7 @@ def test_a_run_past_its_deadline_still_reports_and_packs_nothing_it_did_not_make
         (tmp_path / name).write_text(text)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(gpu_run, "LATE", ("sweep",))
-    assert [s.name for s in gpu_run.ordered(gpu_run.stages())] == ["table", "sweep", "report"]
+    assert [s.name for s in gpu_run.ordered(pipeline.stages())] == ["table", "sweep", "report"]
     assert gpu_run.run("b", {}, tmp_path / "back" / "b.tar.gz", deadline=0) == 1
     assert (tmp_path / "reports/results.md").read_text() == "made: "   # ran; the stale metrics were removed
     with tarfile.open(tmp_path / "back" / "b.tar.gz") as tar:
@@ -164,7 +165,7 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
                    cwd=copy, check=True, timeout=900)   # two worker processes: stages that are ready run at once
     assert sorted(p.name for p in out.iterdir()) == ["stage_times.md", "tiny.tar.gz"]
     assert (out / "tiny.tar.gz").stat().st_size < 16 * 2**20   # what the device tool brings back
-    assert f"over {len(gpu_run.stages(copy))} stages" in (out / "stage_times.md").read_text()
+    assert f"over {len(pipeline.stages(copy))} stages" in (out / "stage_times.md").read_text()
     subprocess.run([sys.executable, "benchmarks/gpu_run.py", "gather", str(out / "tiny.tar.gz")], cwd=copy, check=True)
     assert json.loads((copy / "metrics/tiny/preset.json").read_text()) == {"preset": "tiny"}
     assert json.loads((copy / "metrics/tiny/attack/ask_cosine.json").read_text())["eps"] == 24
@@ -193,6 +194,6 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
 
 def test_dvc_paths_with_list_indices_resolve_as_dvc_resolves_them():
     context = {"seeds": [3, 4], "item": {"method": "at"}}
-    path = gpu_run.resolve("models/${item.method}_seed${seeds[0]}.safetensors", context)
+    path = pipeline.resolve("models/${item.method}_seed${seeds[0]}.safetensors", context)
     assert path == "models/at_seed3.safetensors"
-    assert gpu_run.resolve("${seeds}", context) == [3, 4]
+    assert pipeline.resolve("${seeds}", context) == [3, 4]

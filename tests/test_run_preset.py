@@ -30,6 +30,19 @@ FAKE_DVC = textwrap.dedent("""\
     """)
 
 
+# the project's pipeline in small: what a run gathers is what these stages make
+PIPELINE = textwrap.dedent("""\
+    vars: [params.yaml]
+    stages:
+      prepare: {cmd: x, metrics: [metrics/data.json]}
+      train:
+        foreach: ${seeds}
+        do: {cmd: x, metrics: ["metrics/train/at_seed${item}.json"], plots: ["plots/train_at_seed${item}.csv"]}
+      attack: {cmd: x, metrics: [metrics/attack/ask_cosine.json], outs: [outcomes/attack/ask_cosine.json]}
+      report: {cmd: x, outs: [reports/results.md, reports/figures], plots: [reports/plots]}
+    """)
+
+
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
     """A git repository laid out like this project's, committed as the default preset, with the
@@ -43,11 +56,14 @@ def repo(tmp_path, monkeypatch):
     (bin_dir / "dvc").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
     root = tmp_path / "repo"
-    files = {"params.yaml": "# switches\npreset: fashion_mnist  # the default\neps: 32\n",
+    files = {"params.yaml": "# switches\npreset: fashion_mnist  # the default\neps: 32\nseeds: [0, 1]\n",
+             "dvc.yaml": PIPELINE,
              "resolved_params.yaml": "# the default preset, merged\n",
              "dvc.lock": "default lock\n", "presets/fashion_mnist.yaml": "", "presets/cifar10_cpu.yaml": "",
              "metrics/data.json": '{"dataset": "default"}', "metrics/attack/ask_cosine.json": "{}",
-             "outcomes/attack/ask_cosine.json": "{}", "plots/train_at.csv": "epoch\n",
+             "metrics/train/at_seed0.json": "{}", "metrics/train/at_seed1.json": "{}",
+             "outcomes/attack/ask_cosine.json": "{}", "plots/train_at_seed0.csv": "epoch\n",
+             "plots/train_at_seed1.csv": "epoch\n", "plots/unrelated.csv": "not an output\n",
              "reports/results.md": "default results", "reports/figures/f.png": "png",
              "reports/plots/p.csv": "x\n", "reports/cifar10_cpu/calibration.md": "calibration",
              "reports/cifar10_cpu/stage_times.md": "| stage | seconds |\n|---|---|\n| an_earlier_run | 9 |\n"}
@@ -80,7 +96,7 @@ def test_results_land_in_per_preset_folders_and_the_default_comes_back(repo, mon
     assert (repo / "metrics/cifar10_cpu/attack/ask_cosine.json").exists()
     preset_reports = repo / "reports/cifar10_cpu"
     assert (preset_reports / "results.md").read_text() == "run results"
-    for name in ("figures/f.png", "plots/p.csv", "outcomes/attack/ask_cosine.json", "training/train_at.csv",
+    for name in ("figures/f.png", "plots/p.csv", "outcomes/attack/ask_cosine.json", "training/train_at_seed0.csv",
                  "calibration.md"):
         assert (preset_reports / name).exists(), name
     assert "| train@at |" in (preset_reports / "stage_times.md").read_text()
@@ -89,6 +105,16 @@ def test_results_land_in_per_preset_folders_and_the_default_comes_back(repo, mon
                           capture_output=True, text=True, check=True).stdout == ""
     assert json.loads((repo / "metrics/data.json").read_text()) == {"dataset": "default"}
     assert (repo / "resolved_params.yaml").read_text() == "# the default preset, merged\n"
+
+
+def test_only_the_runs_own_outputs_are_gathered_not_what_the_default_preset_left(repo, monkeypatch):
+    # a one-seed run: DVC leaves the default preset's seed-1 files in metrics/ and plots/
+    assert run(monkeypatch, "cifar10_cpu", "-S", "seeds=[0]") == 0
+    assert (repo / "metrics/cifar10_cpu/train/at_seed0.json").exists()
+    assert (repo / "reports/cifar10_cpu/training/train_at_seed0.csv").exists()
+    assert not (repo / "metrics/cifar10_cpu/train/at_seed1.json").exists()
+    assert not (repo / "reports/cifar10_cpu/training/train_at_seed1.csv").exists()
+    assert not (repo / "reports/cifar10_cpu/training/unrelated.csv").exists()
 
 
 def test_a_second_run_replaces_the_first_without_nesting(repo, monkeypatch):
