@@ -82,7 +82,7 @@ def copy_outputs(root: Path, source: Path, target: Path, outs: list[str]) -> Non
     files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
     for path in files:
         if any(inside(path.relative_to(root).as_posix(), out) for out in outs):
-            dest = target / path.relative_to(base) if path != base else target
+            dest = target / path.relative_to(base)   # base itself: relative_to gives ".", dest is target
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
 
