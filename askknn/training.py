@@ -10,6 +10,8 @@ cudnn.benchmark and (train.precision: bf16) under bf16 autocast, while the losse
 (askknn.losses); statistics accumulate on the device and are read once per epoch (no host
 synchronisation per batch). The epoch's permutation comes from the CPU generator (the same batches
 on every device and rank); random starts and augmentations are drawn on the device.
+With train.cuda_graphs (CUDA, one process) each training step is replayed as one CUDA graph
+(askknn.cuda_graphs), which removes the host's launch cost that bounds small batches.
 
 Under torchrun (askknn.distributed) the model is wrapped in DistributedDataParallel and every pass
 whose gradient trains it, the loss terms' included, goes through the wrapper's forward (the only
@@ -38,6 +40,7 @@ from askknn.checkpoints import CheckpointMismatch as CheckpointMismatch   # re-e
 from askknn.checkpoints import check_layout as check_layout
 from askknn.checkpoints import load_checkpoint, save_checkpoint
 from askknn.checkpoints import read_checkpoint as read_checkpoint
+from askknn.cuda_graphs import GraphedStep, uses_cuda_graphs
 from askknn.data import PreparedData, to_float
 from askknn.distributed import all_sum, broadcast_buffers, is_main, rank_and_world
 
@@ -62,6 +65,7 @@ class TrainConfig:
     precision: str = "fp32"        # fp32 | bf16 (autocast of the network; see effective_precision)
     wide_attack: dict | None = None   # at_wide: {eps, steps, step_size} of the training attack only
     schedule: str = "step"         # step: milestones and gamma per epoch | onecycle: per batch (see lr_at)
+    cuda_graphs: bool = False      # replay each training step as one CUDA graph (GraphedTrainStep)
 
     @classmethod
     def from_params(cls, section: dict) -> "TrainConfig":
@@ -225,10 +229,11 @@ def train_step(loop: TrainLoop, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return loss.detach().double() * len(y)   # float64 on the device: what Python floats summed
 
 
-def train_epoch(loop: TrainLoop, x_train: torch.Tensor, y_train: torch.Tensor,
-                epoch: int) -> tuple[torch.Tensor, int, float]:
-    """One epoch of training, its randomness drawn from seed + epoch (and the rank, under torchrun):
-    (this rank's summed loss, the images of the epoch, its seconds)."""
+def train_epoch(loop: TrainLoop, x_train: torch.Tensor, y_train: torch.Tensor, epoch: int,
+                step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, int, float]:
+    """One epoch of training with `step` (train_step's signature less the loop), its randomness drawn
+    from seed + epoch (and the rank, under torchrun): (this rank's summed loss, the images of the
+    epoch, its seconds)."""
     cfg, world, device = loop.cfg, loop.world, loop.device
     global_batch = cfg.global_batch(world)
     torch.manual_seed(cfg.seed * 100_003 + epoch)
@@ -243,7 +248,7 @@ def train_epoch(loop: TrainLoop, x_train: torch.Tensor, y_train: torch.Tensor,
             set_lr(loop.optimizer, cfg.lr_at(epoch, world, start_idx / len(order)))
         idx = order[start_idx:start_idx + global_batch].tensor_split(world)[loop.rank]   # this rank's slice
         idx = idx.to(device, non_blocking=True)
-        total += train_step(loop, to_float(x_train[idx]), y_train[idx])
+        total += step(to_float(x_train[idx]), y_train[idx])
     if device.type == "cuda":
         torch.cuda.synchronize()   # the epoch's time includes its queued kernels
     return total, len(order), time.perf_counter() - tic
@@ -283,8 +288,11 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
     attack, val_attack = cfg.training_pgd(), cfg.pgd(cfg.val_pgd_steps)
     loop = TrainLoop(model, net, optimizer, cfg, device, rank, world, attack, extra_term,
                      getattr(extra_term, "layers", []))
+    step = functools.partial(train_step, loop)
+    if uses_cuda_graphs(cfg.cuda_graphs, device, world):
+        step = GraphedStep(step, lambda: optimizer.param_groups[0]["lr"])
     for epoch in range(start, cfg.epochs):
-        total, n, epoch_time = train_epoch(loop, x_train, y_train, epoch)
+        total, n, epoch_time = train_epoch(loop, x_train, y_train, epoch, step)
         history.append(epoch_record(loop, epoch, total, n, epoch_time, x_val, y_val, val_attack))
         if is_main():
             log(" ".join(f"{k}={v:.4g}" for k, v in history[-1].items()))

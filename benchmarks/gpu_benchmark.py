@@ -10,6 +10,8 @@ on synthetic CIFAR-sized data:
   input), measured alternately in one process, median of `--repeats`, and split into the references'
   search (once a batch) and the steps;
 - the start-up of a stage's process (Python, torch, the package, CUDA's context), median of 3;
+- on CUDA, the AT epoch again with every training step replayed as one CUDA graph (train.cuda_graphs),
+  fp32 and bf16: at the preset's batch of 128 the host's kernel launches bound the epoch;
 - a torch.profiler table of a few bf16 AT batches (gpu_profile.md, last): where the time goes.
 
 Writes gpu_benchmark.md (in reports/, or --out) with the device's name, again after every
@@ -151,6 +153,24 @@ def profile_at(cfg: TrainConfig, device: str, batches: int = 6) -> str:
     return prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60)
 
 
+def cuda_graph_epochs(train: TrainConfig, batches: int, device: str, report: "Report") -> None:
+    """The AT epoch with every training step replayed as one CUDA graph (train.cuda_graphs), fp32 and
+    bf16; a capture that fails is reported in the row, not raised."""
+    graphed = dataclasses.replace(train, cuda_graphs=True)
+    seconds = {}
+    for label, precision in (("fp32 + CUDA graphs", "fp32"), ("bf16 + channels_last + CUDA graphs", "bf16")):
+        try:
+            seconds[precision] = at_epoch(graphed, precision, batches, device)
+        except Exception as error:   # the benchmark reports it and goes on
+            report.add(f"| AT epoch, vgg16_bn, {label} | failed: {type(error).__name__}: "
+                       f"{str(error).splitlines()[0][:160]} |")
+            continue
+        report.add(f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | "
+                   f"{seconds[precision]:.1f} |")
+    if len(seconds) == 2:
+        report.add(note=f"With CUDA graphs: bf16 epoch / fp32 epoch {seconds['bf16'] / seconds['fp32']:.2f}.")
+
+
 class Report:
     """gpu_benchmark.md, written again after every measurement (a run cut short keeps what it has)."""
 
@@ -211,6 +231,8 @@ def main(argv=None) -> int:
             report.add(f"| kNN search per class, {batch} queries, bank {bank_size:,} x {dims}: {where} | "
                        f"{knn[search]:.4f} |")
     report.add(f"| start-up of one stage's process (imports, {device} context) | {stage_start_up(device):.1f} |")
+    if device == "cuda":   # after the rest: a capture that fails may leave the device unusable
+        cuda_graph_epochs(train, args.batches, device, report)
     if args.compile:
         label = "bf16 + channels_last + torch.compile"   # after the rest: its compilation may outlast a short call
         epochs[label] = at_epoch(train, "bf16", args.batches, device, compiled=True)

@@ -170,6 +170,41 @@ def test_bf16_training_runs_and_fp32_is_the_default(prepared, tmp_path):
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
+def test_graphed_steps_train_exactly_what_eager_steps_train(prepared, tmp_path, monkeypatch):
+    """GraphedStep's bookkeeping on the CPU, with a stand-in for the CUDA graph that runs the captured
+    step where the graph would replay it: the warm-up, the input buffers refreshed before every
+    replay, a capture per learning rate (milestone at epoch 1) and the smaller last batch run eagerly
+    must give the eager run's weights bit for bit."""
+    from contextlib import nullcontext
+
+    from askknn import training
+    from askknn.cuda_graphs import GraphedStep
+
+    cfg = dataclasses.replace(config(2), batch_size=64)   # 300 images: 4 batches of 64 and one of 44
+    eager = trained(prepared, cfg, tmp_path / "eager.pt")
+    steps = []
+
+    def graphed(step, lr):
+        steps.append(GraphedStep(step, lr, capture=lambda run: run, warm_up=nullcontext))
+        return steps[-1]
+    monkeypatch.setattr(training, "uses_cuda_graphs", lambda *_: True)
+    monkeypatch.setattr(training, "GraphedStep", graphed)
+    assert_same_weights(eager, trained(prepared, cfg, tmp_path / "graphed.pt"))
+    assert steps[0].eager_steps == GraphedStep.WARMUP
+    assert steps[0].captures == [cfg.lr_at(0), cfg.lr_at(1)]
+
+
+def test_cuda_graphs_take_effect_on_cuda_in_one_process_only():
+    cfg = dataclasses.replace(config(1), cuda_graphs=True)
+    assert training_uses(cfg, "cuda", 1) and not training_uses(cfg, "cpu", 1)
+    assert not training_uses(cfg, "cuda", 2) and not training_uses(config(1), "cuda", 1)
+
+
+def training_uses(cfg, device, world):
+    from askknn.cuda_graphs import uses_cuda_graphs
+    return uses_cuda_graphs(cfg.cuda_graphs, torch.device(device), world)
+
+
 def direct_snn(f, y, T, distance):
     out = []
     for i in range(len(f)):

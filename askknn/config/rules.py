@@ -1,7 +1,7 @@
 """The cross-field rules of a preset: split sizes against the classes and the dataset, K against a
-class's share of the bank, layers against the bank's, the model's width, and the subsets against the
-splits they come from. Each rule returns its problems as sentences naming the keys and the fix; a
-valid preset has none."""
+class's share of the bank, layers against the bank's, the model's width, the subsets against the
+splits they come from, and CUDA graphs against the learning-rate schedule. Each rule returns its
+problems as sentences naming the keys and the fix; a valid preset has none."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 def cross_field_problems(p: Preset) -> list[str]:
     """Every broken cross-field rule of `p`, one sentence each, in the order of the keys they concern."""
-    return split_size_problems(p.data) + share_problems(p) + layer_and_model_problems(p) + subset_problems(p)
+    return (split_size_problems(p.data) + share_problems(p) + layer_and_model_problems(p) + subset_problems(p)
+            + training_problems(p))
 
 
 def _standard(d: Data) -> bool:
@@ -114,3 +115,12 @@ def subset_problems(p: Preset) -> list[str]:
             out.append(f"{key} = {n} is larger than data.eval_size = {d.eval_size}; these are the first images "
                        f"of the evaluation set, so lower it or raise data.eval_size")
     return out
+
+
+def training_problems(p: Preset) -> list[str]:
+    """CUDA graphs against the learning-rate schedule: a graph keeps the rate it was captured with, and
+    the one-cycle rate changes every batch (a capture per batch would be slower than no graph)."""
+    if p.train.cuda_graphs and p.train.schedule == "onecycle":
+        return ["train.cuda_graphs = true needs train.schedule: step (the one-cycle learning rate changes every "
+                "batch, and a CUDA graph keeps the rate it was captured with); set train.cuda_graphs: false"]
+    return []

@@ -73,6 +73,9 @@ class Train(Section):
                                                "(the authors used train)")
     precision: one_of("fp32", "bf16") = doc("bf16: the network runs under bf16 autocast on CUDA (losses stay "
                                             "float32); CPU runs are always fp32")
+    cuda_graphs: Bool = doc("replay every training step as one CUDA graph (CUDA and one process; elsewhere "
+                            "ignored): the host then launches one graph per batch instead of thousands of "
+                            "kernels. Needs schedule: step (a graph keeps the rate it was captured with)")
     launcher: one_of("python", "torchrun") = doc("torchrun: the stage starts itself again under torchrun "
                                                  "--standalone with train.nproc processes (DDP: one per GPU, "
                                                  "or gloo on the CPU); python: one process")

@@ -85,6 +85,11 @@ def rate_with_ci(rate: float, n: int) -> str:
     return with_ci(proportion(np.arange(n) < k))
 
 
+def first_images(n: int, evaluated: int) -> str:
+    """'the first n images' of the evaluated ones, or 'all N images' when n covers them."""
+    return f"all {evaluated} images" if n >= evaluated else f"the first {n} images"
+
+
 def listing(attacks) -> str:
     """The attacks' names as 'A, B and C'."""
     labels = [ATTACK_NAMES[a] for a in attacks]

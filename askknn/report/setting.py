@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from askknn.report.common import (
+    first_images,
     listing,
     markdown,
     metrics,
@@ -44,10 +45,6 @@ def paper_reference(dataset: str, model: dict) -> str:
            "expected at this scale."
 
 
-def first_n(n: int, evaluated: int) -> str:
-    return "all of them" if n >= evaluated else f"the first {n}"
-
-
 def protocol_values(params, data: dict) -> dict[str, str]:
     """The evaluation protocol's settings in this run (the rules: README, "Evaluation protocol")."""
     att, exp, seeds = params["attacks"], params["experiments"], params["seeds"]
@@ -63,7 +60,8 @@ def protocol_values(params, data: dict) -> dict[str, str]:
                   f"{data['val_images']} held-out training images, at eps = {params['eps']}/255",
         "evaluation images": f"{data['eval_images']} (Tables 1, 3, 5, clean accuracy); the first "
                              f"{exp['subset_size']} for the appendix and the curves; "
-                             f"{first_n(att['worst_case_size'], data['eval_images'])} for {listing(subset())}, and "
+                             f"{first_images(att['worst_case_size'], data['eval_images'])} for "
+                             f"{listing(subset())}, and "
                              f"for the worst case over all {len(suite())} attacks",
         "ASK-Atk's random starts (Table 1)": f"{att['random_starts']}: the first on every image, all of them on "
                                              f"the first {exp['subset_size']}",

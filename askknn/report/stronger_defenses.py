@@ -8,6 +8,7 @@ from askknn.report import claims
 from askknn.report.common import (
     ATTACK_NAMES,
     METHOD_NAMES,
+    first_images,
     layer_names,
     listing,
     markdown,
@@ -60,7 +61,8 @@ def stronger_defense_table(params, verdicts) -> str:
                     "images attacked": run["images"], "of which fooled": run["fooled"],
                     "ms per image": f"{1000 * run['seconds_per_image']:.2f}"}
     return (f"## Table 3 under stronger attacks: ASK-APGD and the worst case over all {len(suite())} attacks (cosine, "
-            f"first {n} images, seed-{params['seeds'][0]} models)\n\nThe AT model's worst case is Table 1's, "
+            f"{first_images(n, params['data']['eval_size'])}, seed-{params['seeds'][0]} models)\n\n"
+            f"The AT model's worst case is Table 1's, "
             f"and so are its verdicts (the same runs). For the "
             f"other models ASK-Atk and ASK-APGD run on every image; "
             f"{listing(registry.cascade())} (each with the model's "

@@ -10,6 +10,7 @@ from askknn.report.common import (
     ATTACK_NAMES,
     GOAL_POINTS,
     clean_correct,
+    first_images,
     layer_names,
     listing,
     markdown,
@@ -113,16 +114,15 @@ def attack_time(params, timing: dict) -> str:
 
 
 def table1(params, verdicts) -> str:
-    n_worst = params["attacks"]["worst_case_size"]
+    worst_images = first_images(params["attacks"]["worst_case_size"], params["data"]["eval_size"])
     found = {"paper": [], "stronger": [], "sw20": [], "paper_lines": [], "stronger_lines": [], "timing": {}}
     out = [f"## Table 1: DkNN accuracy under attack, AT model (lower = stronger attack)\n\n"
-           f"{listing(subset())} (beyond the paper) run on the first {n_worst} images; "
-           f"the worst case counts an "
-           f"image as robust only if all {len(suite())} attacks fail on it, on those {n_worst} images.\n"]
+           f"{listing(subset())} (beyond the paper) run on {worst_images}; the worst case counts an "
+           f"image as robust only if all {len(suite())} attacks fail on it, on those images.\n"]
     out += [metric_tables(params, verdicts, found, metric) for metric in params["dknn"]["metrics"]]
     out.append("\nPaired verdicts (ASK-Atk's first start against each baseline, same images):\n\n"
                + "".join(found["paper_lines"]) + verdicts.tally(records=found["paper"]))
-    out.append(f"\nBeyond the paper (paired on the first {n_worst} images; the goal is {GOAL_POINTS} points below "
+    out.append(f"\nBeyond the paper (paired on {worst_images}; the goal is {GOAL_POINTS} points below "
                f"ASK-Atk on the AT model):\n\n" + "".join(found["stronger_lines"])
                + verdicts.tally(records=found["stronger"] + found["sw20"])
                + goal_statement(found["stronger"]))
