@@ -10,8 +10,7 @@ cudnn.benchmark and (train.precision: bf16) under bf16 autocast, while the losse
 (askknn.losses); statistics accumulate on the device and are read once per epoch (no host
 synchronisation per batch). The epoch's permutation comes from the CPU generator (the same batches
 on every device and rank); random starts and augmentations are drawn on the device.
-With train.cuda_graphs (CUDA, one process) each training step is replayed as one CUDA graph
-(askknn.cuda_graphs), which removes the host's launch cost that bounds small batches.
+With train.cuda_graphs each step is replayed as one CUDA graph (askknn.cuda_graphs).
 
 Under torchrun (askknn.distributed) the model is wrapped in DistributedDataParallel and every pass
 whose gradient trains it, the loss terms' included, goes through the wrapper's forward (the only
@@ -109,7 +108,8 @@ def effective_precision(precision: str, device) -> str:
 
 
 def autocast(cfg: TrainConfig, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16",
+                          cache_enabled=not cfg.cuda_graphs)   # graph capture wants autocast's cache off
 
 
 # An extra loss term: (model, x, y, x_adv, features of x_adv at term.layers, net) -> scalar, where `net`
