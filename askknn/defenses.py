@@ -56,11 +56,12 @@ class AskDefTerm:
 
     def reference_batch(self, model, device) -> tuple[torch.Tensor, torch.Tensor]:
         """refs_per_class random training images of every class, then their PGD copies; labels aligned.
-        The picks come from the CPU generator; the images are gathered where the model is."""
-        picks = [m[torch.randint(len(m), (self.refs_per_class,))] for m in self.members]
-        idx = torch.cat(picks).to(device, non_blocking=True)
-        if self.x_train.device != torch.device(device):   # once: the uint8 images move to the device
+        The picks are drawn and the images gathered where the model is, with no copy from the host, so
+        a CUDA graph of the training step (train.cuda_graphs) draws new references at every replay."""
+        if self.x_train.device != torch.device(device):   # once: the uint8 images and class lists move there
             self.x_train, self.y_train = self.x_train.to(device), self.y_train.to(device)
+            self.members = [m.to(device) for m in self.members]
+        idx = torch.cat([m[torch.randint(len(m), (self.refs_per_class,), device=device)] for m in self.members])
         x, y = to_float(self.x_train[idx]), self.y_train[idx]
         return torch.cat([x, self.g1(model, x, y)]), torch.cat([y, y])
 
