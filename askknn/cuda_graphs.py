@@ -17,12 +17,6 @@ import torch
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def uses_cuda_graphs(asked: bool, device: torch.device, world: int) -> bool:
-    """train.cuda_graphs takes effect on CUDA in one process; elsewhere the steps run eagerly (the same
-    computation), so a preset that asks for graphs still runs on the CPU and under torchrun."""
-    return asked and device.type == "cuda" and world == 1
-
-
 def capture_cuda_graph(run: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
     """`run` captured as one CUDA graph (nothing executes yet); the returned function replays it and
     returns the tensor the captured call returned, rewritten by every replay."""
@@ -76,7 +70,22 @@ class GraphedStep:
             self.inputs = (torch.empty_like(x), torch.empty_like(y))
         self.inputs[0].copy_(x)
         self.inputs[1].copy_(y)
-        if self.replay is None or self.lr() != self.captures[-1]:
+        lr = self.lr()
+        if self.replay is None or lr != self.captures[-1]:
             self.replay = self.capture(lambda: self.step(*self.inputs))
-            self.captures.append(self.lr())
+            self.captures.append(lr)
         return self.replay()
+
+
+def graphed_or_eager(step: Step, lr: Callable[[], float], asked: bool, device: torch.device, world: int,
+                     log: Callable[[str], None]) -> Step:
+    """`step` as a GraphedStep where train.cuda_graphs asks for it and can take effect (CUDA, one
+    process); elsewhere `step` itself (the same computation), saying through `log` why graphs are off,
+    so that a preset asking for them still runs on the CPU and under torchrun."""
+    if not asked:
+        return step
+    if device.type != "cuda" or world > 1:
+        why = "on the CPU" if device.type != "cuda" else f"under torchrun ({world} processes: DDP is not captured)"
+        log(f"train.cuda_graphs: ignored {why}; every training step runs eagerly")
+        return step
+    return GraphedStep(step, lr)

@@ -39,7 +39,7 @@ from askknn.checkpoints import CheckpointMismatch as CheckpointMismatch   # re-e
 from askknn.checkpoints import check_layout as check_layout
 from askknn.checkpoints import load_checkpoint, save_checkpoint
 from askknn.checkpoints import read_checkpoint as read_checkpoint
-from askknn.cuda_graphs import GraphedStep, uses_cuda_graphs
+from askknn.cuda_graphs import graphed_or_eager
 from askknn.data import PreparedData, to_float
 from askknn.distributed import all_sum, broadcast_buffers, is_main, rank_and_world
 
@@ -64,7 +64,7 @@ class TrainConfig:
     precision: str = "fp32"        # fp32 | bf16 (autocast of the network; see effective_precision)
     wide_attack: dict | None = None   # at_wide: {eps, steps, step_size} of the training attack only
     schedule: str = "step"         # step: milestones and gamma per epoch | onecycle: per batch (see lr_at)
-    cuda_graphs: bool = False      # replay each training step as one CUDA graph (GraphedTrainStep)
+    cuda_graphs: bool = False      # replay each training step as one CUDA graph (askknn.cuda_graphs)
 
     @classmethod
     def from_params(cls, section: dict) -> "TrainConfig":
@@ -288,9 +288,8 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
     attack, val_attack = cfg.training_pgd(), cfg.pgd(cfg.val_pgd_steps)
     loop = TrainLoop(model, net, optimizer, cfg, device, rank, world, attack, extra_term,
                      getattr(extra_term, "layers", []))
-    step = functools.partial(train_step, loop)
-    if uses_cuda_graphs(cfg.cuda_graphs, device, world):
-        step = GraphedStep(step, lambda: optimizer.param_groups[0]["lr"])
+    step = graphed_or_eager(functools.partial(train_step, loop), lambda: optimizer.param_groups[0]["lr"],
+                            cfg.cuda_graphs, device, world, log if is_main() else lambda _: None)
     for epoch in range(start, cfg.epochs):
         total, n, epoch_time = train_epoch(loop, x_train, y_train, epoch, step)
         history.append(epoch_record(loop, epoch, total, n, epoch_time, x_val, y_val, val_attack))

@@ -153,6 +153,10 @@ def profile_at(cfg: TrainConfig, device: str, batches: int = 6) -> str:
     return prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60)
 
 
+def epoch_row(label: str, seconds: float) -> str:
+    return f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | {seconds:.1f} |"
+
+
 def cuda_graph_epochs(train: TrainConfig, batches: int, device: str, report: "Report") -> None:
     """The AT epoch with every training step replayed as one CUDA graph (train.cuda_graphs), fp32 and
     bf16; a capture that fails is reported in the row, not raised."""
@@ -165,8 +169,7 @@ def cuda_graph_epochs(train: TrainConfig, batches: int, device: str, report: "Re
             report.add(f"| AT epoch, vgg16_bn, {label} | failed: {type(error).__name__}: "
                        f"{str(error).splitlines()[0][:160]} |")
             continue
-        report.add(f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | "
-                   f"{seconds[precision]:.1f} |")
+        report.add(epoch_row(label, seconds[precision]))
     if len(seconds) == 2:
         report.add(note=f"With CUDA graphs: bf16 epoch / fp32 epoch {seconds['bf16'] / seconds['fp32']:.2f}.")
 
@@ -215,7 +218,7 @@ def main(argv=None) -> int:
     epochs = {}
     for label, precision in (("fp32", "fp32"), ("bf16 + channels_last", "bf16")):
         epochs[label] = at_epoch(train, precision, args.batches, device)
-        report.add(f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | {epochs[label]:.1f} |")
+        report.add(epoch_row(label, epochs[label]))
     report.add(note=f"bf16 epoch / fp32 epoch: {epochs['bf16 + channels_last'] / epochs['fp32']:.2f}; the "
                     f"200-epoch AT run of the preset then takes about {200 * min(epochs.values()) / 3600:.1f} h.")
     for metric, tau in (("cosine", 0.03), ("l2", 1.0)):
@@ -236,7 +239,7 @@ def main(argv=None) -> int:
     if args.compile:
         label = "bf16 + channels_last + torch.compile"   # after the rest: its compilation may outlast a short call
         epochs[label] = at_epoch(train, "bf16", args.batches, device, compiled=True)
-        report.add(f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | {epochs[label]:.1f} |",
+        report.add(epoch_row(label, epochs[label]),
                    note=f"With torch.compile: bf16 epoch / fp32 epoch {epochs[label] / epochs['fp32']:.2f}.")
     name = torch.cuda.get_device_name() if device == "cuda" else "the CPU"
     write_text(args.out / "gpu_profile.md", f"# Profile of a bf16 AT epoch of 6 batches on {name}\n\n"

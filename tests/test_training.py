@@ -184,25 +184,40 @@ def test_graphed_steps_train_exactly_what_eager_steps_train(prepared, tmp_path, 
     eager = trained(prepared, cfg, tmp_path / "eager.pt")
     steps = []
 
-    def graphed(step, lr):
+    def graphed(step, lr, *_):
         steps.append(GraphedStep(step, lr, capture=lambda run: run, warm_up=nullcontext))
         return steps[-1]
-    monkeypatch.setattr(training, "uses_cuda_graphs", lambda *_: True)
-    monkeypatch.setattr(training, "GraphedStep", graphed)
+    monkeypatch.setattr(training, "graphed_or_eager", graphed)
     assert_same_weights(eager, trained(prepared, cfg, tmp_path / "graphed.pt"))
     assert steps[0].eager_steps == GraphedStep.WARMUP
     assert steps[0].captures == [cfg.lr_at(0), cfg.lr_at(1)]
 
 
-def test_cuda_graphs_take_effect_on_cuda_in_one_process_only():
-    cfg = dataclasses.replace(config(1), cuda_graphs=True)
-    assert training_uses(cfg, "cuda", 1) and not training_uses(cfg, "cpu", 1)
-    assert not training_uses(cfg, "cuda", 2) and not training_uses(config(1), "cuda", 1)
+@pytest.mark.parametrize("device, world, graphed, said", [
+    ("cuda", 1, True, None),
+    ("cpu", 1, False, "ignored on the CPU"),
+    ("cuda", 2, False, "ignored under torchrun (2 processes"),
+])
+def test_cuda_graphs_take_effect_on_cuda_in_one_process_and_say_so_elsewhere(device, world, graphed, said):
+    from askknn.cuda_graphs import GraphedStep, graphed_or_eager
+
+    def step(x, y):
+        return x
+
+    said_lines = []
+    out = graphed_or_eager(step, lambda: 0.1, True, torch.device(device), world, said_lines.append)
+    assert isinstance(out, GraphedStep) == graphed and (out is step) != graphed
+    assert (said_lines == []) if said is None else (len(said_lines) == 1 and said in said_lines[0])
+    assert graphed_or_eager(step, lambda: 0.1, False, torch.device("cuda"), 1, said_lines.append) is step
 
 
-def training_uses(cfg, device, world):
-    from askknn.cuda_graphs import uses_cuda_graphs
-    return uses_cuda_graphs(cfg.cuda_graphs, torch.device(device), world)
+def test_a_cpu_run_asking_for_cuda_graphs_trains_eagerly_and_says_so(prepared, tmp_path):
+    said = []
+    torch.manual_seed(0)
+    model = create_model("small_cnn", in_channels=1)
+    train_model(model, prepared, dataclasses.replace(config(1), cuda_graphs=True), tmp_path / "c.pt", log=said.append)
+    assert sum("train.cuda_graphs: ignored on the CPU" in line for line in said) == 1
+    assert_same_weights(model.state_dict(), trained(prepared, config(1), tmp_path / "eager.pt"))
 
 
 def direct_snn(f, y, T, distance):
