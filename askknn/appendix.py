@@ -1,5 +1,6 @@
-"""The paper's appendix studies of ASK-Atk on the AT model (stage ask_appendix), on the first
-`experiments.subset_size` evaluation images, with tau and omega as tune@at chose them.
+"""The paper's appendix studies of ASK-Atk on the AT model (stage ask_appendix), with tau and omega
+as tune@at chose them: the tables (and their verdicts) on the first `experiments.table_size`
+evaluation images, the curves on the first `experiments.subset_size`.
 
 targeted          Table 6: targeted ASK-Atk (target = nearest class on average), l2
 random_negatives  Table 7: X- drawn at random from each class (X+ by kNN search), cosine
@@ -17,7 +18,7 @@ from askknn.runtime import layer_set_name
 
 
 def over_layer_sets(suite, p, metric, **options):
-    n = p["experiments"]["subset_size"]
+    n = p["experiments"]["table_size"]
     return {layer_set_name(ls): (suite.run("ask", ls, metric, p["eps"], n=n, **options), layer_set_name(ls))
             for ls in layer_sets(p)}
 
@@ -33,7 +34,7 @@ def random_negatives(suite, p):
 def cross_layers(suite, p):
     judges = {layer_set_name(ls): suite.dknn(ls, "cosine") for ls in layer_sets(p)}
     runs = {layer_set_name(ls): suite.run("ask", ls, "cosine", p["eps"], judges=judges,
-                                          n=p["experiments"]["subset_size"]) for ls in layer_sets(p)}
+                                          n=p["experiments"]["table_size"]) for ls in layer_sets(p)}
     return {attacked: {judge: (run, judge) for judge in judges} for attacked, run in runs.items()}
 
 
@@ -57,7 +58,7 @@ def attacker_k(suite, p):
 def k_pos_neg(suite, p):
     exp = p["experiments"]
     layers = exp["sweep_layers"]
-    return {str(kp): {str(kn): (suite.run("ask", layers, "cosine", p["eps"], n=exp["subset_size"], k_pos=kp,
+    return {str(kp): {str(kn): (suite.run("ask", layers, "cosine", p["eps"], n=exp["table_size"], k_pos=kp,
                                           k_neg=kn, judges={"dknn": suite.dknn(layers, "cosine", kp)}), "dknn")
                       for kn in exp["k_neg_values"]} for kp in exp["k_pos_values"]}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,7 @@ def expected_section(verdicts: list[dict], scales=(1, 2, 4)) -> list[str]:
     return lines + [""]
 
 
-def rerun(preset: str, offset: int, folder: Path) -> list[dict]:
+def rerun(preset: str, offset: int, folder: Path, keep: Path | None = None) -> list[dict]:
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
     for name in files:
         source = ROOT / name
@@ -165,6 +166,9 @@ def rerun(preset: str, offset: int, folder: Path) -> list[dict]:
     seeds = [s + offset for s in top["seeds"]]
     subprocess.run([sys.executable, "benchmarks/gpu_run.py", "run", preset, "-S", f"eps={top['eps']}",
                     "-S", f"seeds={seeds}", "--archive", str(folder / "out" / "run.tar.gz")], cwd=folder, check=True)
+    if keep is not None:   # the second run's metrics, outcomes and reports, to read or re-test later
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / "out" / "run.tar.gz", keep)
     return json.loads((folder / "metrics" / "verdicts.json").read_text())["verdicts"]
 
 
@@ -192,6 +196,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offset", type=int, help="added to every training seed and to attacks.seed "
                         "(default: the number of training seeds, so the two sets are disjoint)")
+    parser.add_argument("--keep", type=Path, metavar="ARCHIVE",
+                        help="also keep the second run's results (metrics, outcomes, reports) in this .tar.gz")
     parser.add_argument("--expected-only", action="store_true",
                         help="no re-run: only the expected changes, from the committed verdicts")
     args = parser.parse_args()
@@ -207,7 +213,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
-        second = rerun(preset, offset, Path(tmp))
+        second = rerun(preset, offset, Path(tmp), args.keep)
     write_text(REPORT, "\n".join(measured_section(compare(first, second), preset, offset, seeds, commit) + [""]
                                  + expected_section(first)))
     print(REPORT.read_text())

@@ -298,7 +298,8 @@ def test_the_prepare_stage_records_the_source_hash(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("preset: fashion_mnist\neps: 8\nseeds: [0]\n")
     edit = preset_config("fashion_mnist", ROOT)
     edit["data"].update(source=str(folder), train_size=None, val_size=10, bank_size=10, eval_size=10)
-    edit["attacks"]["tuning_size"], edit["experiments"]["subset_size"], edit["attacks"]["worst_case_size"] = 10, 10, 10
+    edit["attacks"]["tuning_size"], edit["attacks"]["worst_case_size"] = 10, 10
+    edit["experiments"]["table_size"] = edit["experiments"]["subset_size"] = 10
     edit["dknn"]["k"] = edit["attacks"]["ask"]["k_pos"] = edit["attacks"]["ask"]["k_neg"] = 1
     for key in ("k_values", "k_pos_values", "k_neg_values"):
         edit["experiments"][key] = [1]

@@ -64,6 +64,7 @@ def test_every_shipped_preset_is_valid(project):
     ({}, {"model": {"width": 0.5}}, "model.width = 0.5 but model 'small_cnn' has no width option"),
     ({}, {"model": {"width": 0}}, "model.width = 0 must be"),
     ({}, {"attacks": {"worst_case_size": 5000}}, "attacks.worst_case_size = 5000 is larger than data.eval_size"),
+    ({}, {"experiments": {"table_size": 900}}, "experiments.table_size = 900 is larger than data.eval_size"),
     ({}, {"train": {"cuda_graphs": True, "schedule": "onecycle"}},
      "train.cuda_graphs = true needs train.schedule: step"),
     ({}, {"attacks": {"ask_apgd": {"steps": 10, "restarts": 4, "restart": "always"}}},

@@ -379,3 +379,28 @@ def test_a_mean_over_seeds_is_shown_only_for_several_seeds():
     assert list(one.index) == ["AT, seed 0"]
     two = per_seed_table({}, {"at": {0: (cells, None), 1: (cells, None)}}, ["conv4"], str)
     assert list(two.index) == ["AT, seed 0", "AT, seed 1", "AT, mean of 2 seeds"]
+
+
+def test_appendix_tables_use_table_size_and_curves_subset_size():
+    from askknn.appendix import EXPERIMENTS
+
+    class RecordingSuite:
+        def __init__(self):
+            self.sizes = set()
+
+        def run(self, attack, layers, metric, eps, n, **options):
+            self.sizes.add(n)
+
+        def dknn(self, layers, metric, k=None):
+            return "judge"
+
+    p = {"eps": 8, "dknn": {"layer_sets": [["conv3"], ["conv4"]]},
+         "experiments": {"table_size": 80, "subset_size": 30, "sweep_layers": ["conv4"], "k_values": [1, 3],
+                         "tau_values": [0.1], "k_pos_values": [1], "k_neg_values": [1, 3]}}
+    sizes = {}
+    for name, experiment in EXPERIMENTS.items():
+        suite = RecordingSuite()
+        experiment(suite, p)
+        sizes[name] = suite.sizes
+    assert sizes == {"targeted": {80}, "random_negatives": {80}, "cross_layers": {80}, "k_pos_neg": {80},
+                     "tau_k": {30}, "attacker_k": {30}}

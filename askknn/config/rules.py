@@ -109,7 +109,8 @@ def subset_problems(p: Preset) -> list[str]:
     if p.attacks.tuning_size > d.val_size:
         out.append(f"attacks.tuning_size = {p.attacks.tuning_size} is larger than data.val_size = {d.val_size}; "
                    f"tuning images come from the held-out split, so lower it or raise data.val_size")
-    for key, n in (("experiments.subset_size", p.experiments.subset_size),
+    for key, n in (("experiments.table_size", p.experiments.table_size),
+                   ("experiments.subset_size", p.experiments.subset_size),
                    ("attacks.worst_case_size", p.attacks.worst_case_size)):
         if n > d.eval_size:
             out.append(f"{key} = {n} is larger than data.eval_size = {d.eval_size}; these are the first images "

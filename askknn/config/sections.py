@@ -74,8 +74,9 @@ class Train(Section):
     precision: one_of("fp32", "bf16") = doc("bf16: the network runs under bf16 autocast on CUDA (losses stay "
                                             "float32); CPU runs are always fp32")
     cuda_graphs: Bool = doc("replay every training step as one CUDA graph (CUDA and one process; elsewhere "
-                            "ignored): the host then launches one graph per batch instead of thousands of "
-                            "kernels. Needs schedule: step (a graph keeps the rate it was captured with)")
+                            "steps run eagerly and the run says so): the host then launches one graph per "
+                            "batch instead of thousands of kernels. Needs schedule: step (a graph keeps the "
+                            "rate it was captured with)")
     launcher: one_of("python", "torchrun") = doc("torchrun: the stage starts itself again under torchrun "
                                                  "--standalone with train.nproc processes (DDP: one per GPU, "
                                                  "or gloo on the CPU); python: one process")
@@ -202,7 +203,10 @@ class Attacks(Section):
 
 class Experiments(Section):
     """The paper's figures and appendix tables (cosine unless stated)."""
-    subset_size: Count = doc("images of the appendix tables and curves: the first N of the evaluation set")
+    table_size: Count = doc("images of the appendix tables (Tables 6 to 9, with their verdicts): the first N of "
+                            "the evaluation set")
+    subset_size: Count = doc("images of the curves (Figures 1, 4, 5) and of ASK-Atk's extra random starts: the "
+                             "first N of the evaluation set")
     eps_sweep: EpsList = doc("Figure 1: attack budgets, in 1/255")
     sweep_layers: Layers = doc("layers attacked in the sweeps and the appendix (within dknn.layers)")
     k_values: Counts = doc("Figures 4 and 5: K of the DkNN and of the attacker")

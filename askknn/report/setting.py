@@ -58,8 +58,9 @@ def protocol_values(params, data: dict) -> dict[str, str]:
                           f"use the seed-{seeds[0]} models",
         "tuning": f"per method on its seed-{seeds[0]} model, {att['tuning_size']} class-balanced images of the "
                   f"{data['val_images']} held-out training images, at eps = {params['eps']}/255",
-        "evaluation images": f"{data['eval_images']} (Tables 1, 3, 5, clean accuracy); the first "
-                             f"{exp['subset_size']} for the appendix and the curves; "
+        "evaluation images": f"{data['eval_images']} (Tables 1, 3, 5, clean accuracy); "
+                             f"{first_images(exp['table_size'], data['eval_images'])} for the appendix tables; "
+                             f"the first {exp['subset_size']} for the curves; "
                              f"{first_images(att['worst_case_size'], data['eval_images'])} for "
                              f"{listing(subset())}, and "
                              f"for the worst case over all {len(suite())} attacks",

@@ -8,6 +8,7 @@ from askknn.report.common import (
     ATTACK_NAMES,
     appendix,
     baselines,
+    first_images,
     layer_names,
     markdown,
     metrics,
@@ -29,5 +30,5 @@ def table7(params, verdicts) -> str:
                                    o_out[c.b][n]["start_0"], c.direction)
                     for n in names for c in claims.table7())
     return (f"## Table 7: ASK-Atk with X- drawn at random (X+ by kNN search), cosine (random X-: n = "
-            f"{n_of(rand)}; the other columns: Table 1, n = {n_of(knn)}; verdicts pair the first "
-            f"{n_of(rand)} images)\n\n" + markdown(df) + "\n" + lines)
+            f"{n_of(rand)}; the other columns: Table 1, n = {n_of(knn)}; verdicts pair "
+            f"{first_images(n_of(rand), n_of(knn))})\n\n" + markdown(df) + "\n" + lines)
