@@ -7,6 +7,7 @@ from askknn import paper
 from askknn.report import claims
 from askknn.report.common import (
     appendix,
+    first_images,
     layer_names,
     markdown,
     metrics,
@@ -27,4 +28,5 @@ def table6(params, verdicts) -> str:
     lines = "".join(verdicts.within(claim.what(layers=n), claim.source,
                                     t_out[n], p_out[n]["start_0"], claim.margin) for n in names)
     return (f"## Table 6: targeted (nearest class) against non-targeted ASK-Atk, l2 (targeted: n = "
-            f"{n_of(targeted)}, paired with the same first images of Table 1)\n\n" + markdown(df) + "\n" + lines)
+            f"{n_of(targeted)}, paired with {first_images(n_of(targeted), n_of(plain))} of Table 1)\n\n"
+            + markdown(df) + "\n" + lines)
