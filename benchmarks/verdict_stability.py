@@ -3,6 +3,7 @@ compares the two metrics/verdicts.json (not a stage: it runs the whole pipeline 
 
     python benchmarks/verdict_stability.py                   # disjoint seeds: 0, 1, 2 -> 3, 4, 5
     python benchmarks/verdict_stability.py --offset 7
+    python benchmarks/verdict_stability.py --keep ../second_run.tar.gz   # also keep the second run
 
 The committed verdicts (metrics/verdicts.json, from `dvc repro`) are the first set. The second comes
 from a copy of the project's tracked files in a temporary folder, where every training seed of

@@ -71,3 +71,29 @@ def test_the_vectorised_mcnemar_p_value_is_the_reports_exact_test():
     expected = [paired_test(np.array([1] * a + [0] * b, bool), np.array([0] * a + [1] * b, bool))["p_value"]
                 if a + b else 1.0 for a, b in zip(only_a, only_b)]
     assert np.allclose(verdict_stability.mcnemar_p_values(only_a, only_a + only_b), expected)
+
+
+def test_the_second_run_is_kept_where_asked(tmp_path, monkeypatch):
+    """`--keep`: the second run's archive is copied out of the temporary folder, whose verdicts are
+    still the ones compared (the run itself is replaced by a stand-in writing both files)."""
+    import json
+    import subprocess
+
+    import verdict_stability as vs
+    real_run = subprocess.run
+    seeds = vs.yaml.safe_load((ROOT / "params.yaml").read_text())["seeds"]
+
+    def stand_in(command, cwd=None, **kwargs):
+        if command[0] == "git":
+            return real_run(command, cwd=cwd, **kwargs)
+        assert "--archive" in command and f"seeds={[seed + 3 for seed in seeds]}" in command
+        archive = Path(command[command.index("--archive") + 1])
+        archive.parent.mkdir(parents=True)
+        archive.write_bytes(b"the second run")
+        (Path(cwd) / "metrics" / "verdicts.json").write_text(json.dumps({"verdicts": [{"claim": "x"}]}))
+
+    monkeypatch.setattr(vs.subprocess, "run", stand_in)
+    work, kept = tmp_path / "work", tmp_path / "kept" / "run.tar.gz"
+    work.mkdir()
+    assert vs.rerun("fashion_mnist", 3, work, kept) == [{"claim": "x"}]
+    assert kept.read_bytes() == b"the second run"
