@@ -60,12 +60,12 @@ def protocol_values(params, data: dict) -> dict[str, str]:
                   f"{data['val_images']} held-out training images, at eps = {params['eps']}/255",
         "evaluation images": f"{data['eval_images']} (Tables 1, 3, 5, clean accuracy); "
                              f"{first_images(exp['table_size'], data['eval_images'])} for the appendix tables; "
-                             f"the first {exp['subset_size']} for the curves; "
+                             f"{first_images(exp['subset_size'], data['eval_images'])} for the curves; "
                              f"{first_images(att['worst_case_size'], data['eval_images'])} for "
                              f"{listing(subset())}, and "
                              f"for the worst case over all {len(suite())} attacks",
         "ASK-Atk's random starts (Table 1)": f"{att['random_starts']}: the first on every image, all of them on "
-                                             f"the first {exp['subset_size']}",
+                                             f"{first_images(exp['subset_size'], data['eval_images'])}",
         "ASK-APGD": f"up to {apgd['restarts']} runs of {apgd['steps']} steps, restart: {apgd['restart']}",
         "statistics": f"95% Wilson intervals; exact McNemar, Holm within each family, level {ALPHA}",
     }
