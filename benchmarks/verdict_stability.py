@@ -4,6 +4,7 @@ compares the two metrics/verdicts.json (not a stage: it runs the whole pipeline 
     python benchmarks/verdict_stability.py                   # disjoint seeds: 0, 1, 2 -> 3, 4, 5
     python benchmarks/verdict_stability.py --offset 7
     python benchmarks/verdict_stability.py --keep ../second_run.tar.gz   # also keep the second run
+    python benchmarks/verdict_stability.py --second ../second_run.tar.gz # compare with a kept run
 
 The committed verdicts (metrics/verdicts.json, from `dvc repro`) are the first set. The second comes
 from a copy of the project's tracked files in a temporary folder, where every training seed of
@@ -13,17 +14,20 @@ of seeds, so the two sets of training seeds are disjoint) and every stage runs i
 Writes reports/verdict_stability.md: how many verdicts changed, which, and whether any reversed
 (holds <-> reversed); and how many would be expected to change from image sampling alone, at the
 evaluated number of images and at multiples of it (`expected_changes`), which says how far the
-image counts are from a stable set of verdicts.
+image counts are from a stable set of verdicts; and, from both runs' per-seed differences, how many
+changes more training seeds or images would leave (`projected_changes`), training variance included.
 
     python benchmarks/verdict_stability.py --expected-only   # only that part, from the committed verdicts
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -151,7 +155,110 @@ def expected_section(verdicts: list[dict], scales=(1, 2, 4)) -> list[str]:
     return lines + [""]
 
 
-def rerun(preset: str, offset: int, folder: Path, keep: Path | None = None) -> list[dict]:
+PROJECTED_HEADING = "## Projected changes"
+
+
+def seed_effects(first: list[dict], second: list[dict]) -> list[dict]:
+    """Per verdict pooled over training seeds (Tables 3 and 5) in both runs: the mean difference `mu`
+    over both runs' seeds, each seed's image variance `variance` (of a paired difference on n_s
+    images with discordance rate q: (q - d^2) / n_s) and the between-seed standard deviation `tau`
+    (the method of moments: the per-seed differences' variance less the image variance, at least 0)."""
+    other = {(v["claim"], v["source"]): v for v in second}
+    effects = []
+    for v in first:
+        w = other.get((v["claim"], v["source"]))
+        if "seed_differences" not in v or w is None or "seed_differences" not in w:
+            continue
+        differences, variances = [], []
+        for run in (v, w):
+            per_seed = run["n"] / run["seeds"]
+            rate = (run["only_a"] + run["only_b"]) / run["n"]
+            differences += run["seed_differences"]
+            variances += [max(rate - d ** 2, 1.0 / per_seed) / per_seed for d in run["seed_differences"]]
+        differences = np.asarray(differences)
+        tau2 = max(0.0, float(differences.var(ddof=1)) - float(np.mean(variances)))
+        effects.append({"claim": v["claim"], "family": v["family"], "direction": v["direction"],
+                        "mu": float(differences.mean()), "tau": tau2 ** 0.5, "sigma": float(np.mean(variances)) ** 0.5,
+                        "per_seed": v["n"] / v["seeds"], "rate": (v["only_a"] + v["only_b"]) / v["n"]})
+    return effects
+
+
+def pooled_words(direction: str, p_holm: np.ndarray, seed_differences: np.ndarray) -> np.ndarray:
+    """`askknn.stats.verdict_word` of a pooled verdict for arrays at once (draws x seeds differences):
+    resolved when the adjusted p is below the level and every seed's difference has the mean's sign
+    (a test checks the two agree)."""
+    mean = seed_differences.mean(axis=1)
+    agree = np.all(np.sign(seed_differences) == np.sign(mean)[:, None], axis=1) & (mean != 0)
+    sign = -1 if direction == "lower" else 1
+    resolved = (p_holm < ALPHA) & agree & (seed_differences.shape[1] > 1)
+    return np.where(resolved, np.where(sign * mean > 0, "holds", "reversed"), "not resolved")
+
+
+def projected_changes_by_family(effects: list[dict], seeds: int, scale: float = 1.0, draws: int = 2000,
+                                seed: int = 0) -> dict[str, float]:
+    """Per family, the expected number of pooled verdicts that differ between two runs with `seeds`
+    training seeds each, on `scale` times as many images: every seed's true difference drawn around
+    `mu` with sd `tau` (training variance), then its images as in `expected_changes_by_family`
+    (discordant ~ Binomial, split by that seed's difference), the seed-stratified McNemar test, Holm
+    within the family and the seed-agreement rule, as in the report."""
+    rng = np.random.default_rng(seed)
+    families: dict[str, list[dict]] = {}
+    for e in effects:
+        families.setdefault(e["family"], []).append(e)
+    changes = {}
+    for family, members in families.items():
+        only_a, discordant, differences = [], [], []
+        for e in members:
+            images = int(round(scale * e["per_seed"]))
+            true = e["mu"] + e["tau"] * rng.standard_normal((draws, seeds))
+            d = rng.binomial(images, e["rate"], (draws, seeds))
+            a = rng.binomial(d, np.clip((e["rate"] + true) / (2 * e["rate"]), 0.0, 1.0) if e["rate"] else 0.5)
+            only_a.append(a.sum(axis=1))
+            discordant.append(d.sum(axis=1))
+            differences.append((2 * a - d) / images)
+        adjusted = holm_rows(np.stack([mcnemar_p_values(a, d) for a, d in zip(only_a, discordant)], axis=1))
+        changes[family] = 0.0
+        for column, (e, diff) in enumerate(zip(members, differences)):
+            shares = np.unique(pooled_words(e["direction"], adjusted[:, column], diff), return_counts=True)[1] / draws
+            changes[family] += 1.0 - float(np.sum(shares ** 2))
+    return changes
+
+
+def projected_section(first: list[dict], second: list[dict], seeds_now: int, seed_counts=(3, 5, 10),
+                      scales=(1, 2, 4)) -> list[str]:
+    effects = seed_effects(first, second)
+    if not effects:
+        return []
+    directional = [v for v in first if "direction" in v]
+    others = [v for v in directional if "seed_differences" not in v]
+    lines = [f"{PROJECTED_HEADING} with more training seeds or images\n",
+             f"The {len(effects)} verdicts on training methods (Tables 3 and 5) pool {seeds_now} training seeds; "
+             f"both runs together give {2 * seeds_now} per-seed differences of each, from which `seed_effects` "
+             "takes the mean difference (mu), the image noise of one seed's difference (sigma) and the spread "
+             "between training seeds beyond it (tau):\n",
+             "| claim | mu (points) | tau | sigma |", "|---|---|---|---|"]
+    lines += [f"| {e['claim']} | {100 * e['mu']:+.1f} | {100 * e['tau']:.1f} | {100 * e['sigma']:.1f} |"
+              for e in effects]
+    lines += ["", "`projected_changes` draws two runs from these (each seed's true difference around mu with sd "
+              "tau, its images around that) and counts the verdicts whose word differs, under the report's "
+              "rule (seed-stratified McNemar, Holm, every seed of the claimed sign). The other verdicts change "
+              "from image sampling alone as above; Table 7's, read on one seed's model, also move with that "
+              "model, which this leaves out, so the totals are lower bounds.\n",
+              f"| training seeds | images | training methods | the others | all | share of {len(directional)} |",
+              "|---|---|---|---|---|---|"]
+    for scale in scales:
+        rest = sum(expected_changes_by_family(others, scale).values())
+        for count in seed_counts:
+            pooled = sum(projected_changes_by_family(effects, count, scale).values())
+            lines.append(f"| {count} | {scale} x | {pooled:.1f} | {rest:.1f} | {pooled + rest:.1f} | "
+                         f"{100 * (pooled + rest) / len(directional):.1f}% |")
+    return lines + [""]
+
+
+def rerun(run: dict, folder: Path, keep: Path | None = None) -> list[dict]:
+    """The second run's verdicts: `run`'s preset with its seeds and attacks.seed raised by its offset,
+    in `folder`; with `keep`, its archive copied there and `run` (the provenance) written beside it."""
+    preset, offset = run["preset"], run["offset"]
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
     for name in files:
         source = ROOT / name
@@ -163,22 +270,48 @@ def rerun(preset: str, offset: int, folder: Path, keep: Path | None = None) -> l
     seed = preset_config(preset, ROOT)["attacks"]["seed"]   # the preset's own, or base.yaml's
     config.setdefault("attacks", {})["seed"] = seed + offset
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    top = yaml.safe_load((ROOT / "params.yaml").read_text())
-    seeds = [s + offset for s in top["seeds"]]
-    subprocess.run([sys.executable, "benchmarks/gpu_run.py", "run", preset, "-S", f"eps={top['eps']}",
+    seeds = [s + offset for s in run["seeds"]]
+    eps = yaml.safe_load((ROOT / "params.yaml").read_text())["eps"]
+    subprocess.run([sys.executable, "benchmarks/gpu_run.py", "run", preset, "-S", f"eps={eps}",
                     "-S", f"seeds={seeds}", "--archive", str(folder / "out" / "run.tar.gz")], cwd=folder, check=True)
-    if keep is not None:   # the second run's metrics, outcomes and reports, to read or re-test later
+    if keep is not None:   # the second run's metrics, outcomes and reports, to read or compare later
         keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "out" / "run.tar.gz", keep)
+        write_text(provenance_path(keep), json.dumps(run, indent=1) + "\n")
     return json.loads((folder / "metrics" / "verdicts.json").read_text())["verdicts"]
 
 
-def measured_section(rows: list[dict], preset: str, offset: int, seeds: list[int], commit: str) -> list[str]:
+def provenance_path(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".json")
+
+
+def kept_run(archive: Path, first: list[dict]) -> tuple[list[dict], dict]:
+    """The verdicts of a run kept by `--keep`, and its provenance (the sidecar written beside it);
+    refused when the committed verdicts are no longer the ones that run was compared with."""
+    sidecar = provenance_path(archive)
+    if not archive.is_file() or not sidecar.is_file():
+        raise SystemExit(f"{archive} or {sidecar.name} is missing: pass an archive kept by --keep, or run "
+                         "without --second to re-run the preset")
+    provenance = json.loads(sidecar.read_text())
+    if provenance["first_verdicts"] != verdicts_digest(first):
+        raise SystemExit(f"metrics/verdicts.json changed since the run in {archive} (commit {provenance['commit']}): "
+                         "run without --second to compare with a fresh run")
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar.getmembers() if m.name.lstrip("./") == "metrics/verdicts.json")
+        return json.load(tar.extractfile(member))["verdicts"], provenance
+
+
+def verdicts_digest(verdicts: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(verdicts, sort_keys=True).encode()).hexdigest()
+
+
+def measured_section(rows: list[dict], run: dict, compared: str) -> list[str]:
     changed = [r for r in rows if r["changed"]]
     reversed_ = [r for r in rows if r["reversed"]]
+    preset, offset, seeds = run["preset"], run["offset"], run["seeds"]
     lines = ["# Verdict stability\n",
-             f"Written by `python benchmarks/verdict_stability.py --offset {offset}` at commit {commit}: the "
-             f"`{preset}` preset run again with training seeds {[s + offset for s in seeds]} instead of {seeds} and "
+             f"Written by `python benchmarks/verdict_stability.py {compared}`: the `{preset}` preset run again at "
+             f"commit {run['commit']} with training seeds {[s + offset for s in seeds]} instead of {seeds} and "
              f"attacks.seed raised by {offset} (every model retrained, every attack redrawn), its verdicts compared "
              f"with that commit's `metrics/verdicts.json`.\n",
              f"- verdicts compared: {len(rows)}",
@@ -198,25 +331,36 @@ def main() -> int:
     parser.add_argument("--offset", type=int, help="added to every training seed and to attacks.seed "
                         "(default: the number of training seeds, so the two sets are disjoint)")
     parser.add_argument("--keep", type=Path, metavar="ARCHIVE",
-                        help="also keep the second run's results (metrics, outcomes, reports) in this .tar.gz")
+                        help="also keep the second run's results (metrics, outcomes, reports) in this .tar.gz, "
+                        "with its provenance in ARCHIVE.json")
+    parser.add_argument("--second", type=Path, metavar="ARCHIVE",
+                        help="no re-run: compare with the run kept in this archive by --keep")
     parser.add_argument("--expected-only", action="store_true",
                         help="no re-run: only the expected changes, from the committed verdicts")
     args = parser.parse_args()
     first = json.loads((ROOT / "metrics" / "verdicts.json").read_text())["verdicts"]
     if args.expected_only:
-        measured = REPORT.read_text().split(EXPECTED_HEADING)[0].rstrip("\n").split("\n") if REPORT.exists() else []
-        write_text(REPORT, "\n".join(measured + [""] + expected_section(first)))
+        text = REPORT.read_text() if REPORT.exists() else ""
+        measured = text.split(EXPECTED_HEADING)[0].rstrip("\n").split("\n") if text else []
+        projected = [PROJECTED_HEADING + text.split(PROJECTED_HEADING)[1]] if PROJECTED_HEADING in text else []
+        write_text(REPORT, "\n".join(measured + [""] + expected_section(first) + projected))
         print(REPORT.read_text())
         return 0
-    top = yaml.safe_load((ROOT / "params.yaml").read_text())
-    preset, seeds = top["preset"], top["seeds"]
-    offset = len(seeds) if args.offset is None else args.offset
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    with tempfile.TemporaryDirectory() as tmp:
-        second = rerun(preset, offset, Path(tmp), args.keep)
-    write_text(REPORT, "\n".join(measured_section(compare(first, second), preset, offset, seeds, commit) + [""]
-                                 + expected_section(first)))
+    if args.second is not None:
+        second, run = kept_run(args.second, first)
+        compared = f"--second {args.second.name}"
+    else:
+        top = yaml.safe_load((ROOT / "params.yaml").read_text())
+        offset = len(top["seeds"]) if args.offset is None else args.offset
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                                text=True).stdout.strip()
+        run = {"commit": commit, "preset": top["preset"], "offset": offset, "seeds": top["seeds"],
+               "first_verdicts": verdicts_digest(first)}
+        with tempfile.TemporaryDirectory() as tmp:
+            second = rerun(run, Path(tmp), args.keep)
+        compared = f"--offset {offset}"
+    write_text(REPORT, "\n".join(measured_section(compare(first, second), run, compared) + [""]
+                                 + expected_section(first) + projected_section(first, second, len(run["seeds"]))))
     print(REPORT.read_text())
     return 0
 

@@ -73,27 +73,90 @@ def test_the_vectorised_mcnemar_p_value_is_the_reports_exact_test():
     assert np.allclose(verdict_stability.mcnemar_p_values(only_a, only_a + only_b), expected)
 
 
-def test_the_second_run_is_kept_where_asked(tmp_path, monkeypatch):
-    """`--keep`: the second run's archive is copied out of the temporary folder, whose verdicts are
-    still the ones compared (the run itself is replaced by a stand-in writing both files)."""
+def test_the_second_run_is_kept_where_asked_and_compared_later(tmp_path, monkeypatch):
+    """`--keep`: the second run's archive is copied out of the temporary folder with its provenance
+    beside it (the run itself is replaced by a stand-in writing both files); `--second` reads its
+    verdicts back, and refuses once the committed verdicts are no longer those it was compared with."""
     import json
     import subprocess
+
+    import pytest
 
     import verdict_stability as vs
     real_run = subprocess.run
     seeds = vs.yaml.safe_load((ROOT / "params.yaml").read_text())["seeds"]
+    kept_verdicts = [{"claim": "x", "verdict": "holds"}]
 
     def stand_in(command, cwd=None, **kwargs):
         if command[0] == "git":
             return real_run(command, cwd=cwd, **kwargs)
         assert "--archive" in command and f"seeds={[seed + 3 for seed in seeds]}" in command
+        (Path(cwd) / "metrics" / "verdicts.json").write_text(json.dumps({"verdicts": kept_verdicts}))
         archive = Path(command[command.index("--archive") + 1])
         archive.parent.mkdir(parents=True)
-        archive.write_bytes(b"the second run")
-        (Path(cwd) / "metrics" / "verdicts.json").write_text(json.dumps({"verdicts": [{"claim": "x"}]}))
+        with vs.tarfile.open(archive, "w:gz") as tar:
+            tar.add(Path(cwd) / "metrics" / "verdicts.json", arcname="./metrics/verdicts.json")
 
     monkeypatch.setattr(vs.subprocess, "run", stand_in)
     work, kept = tmp_path / "work", tmp_path / "kept" / "run.tar.gz"
     work.mkdir()
-    assert vs.rerun("fashion_mnist", 3, work, kept) == [{"claim": "x"}]
-    assert kept.read_bytes() == b"the second run"
+    first = [{"claim": "x", "verdict": "not resolved at n = 5"}]
+    run = {"commit": "abc1234", "preset": "fashion_mnist", "offset": 3, "seeds": seeds,
+           "first_verdicts": vs.verdicts_digest(first)}
+    assert vs.rerun(run, work, kept) == kept_verdicts
+    assert vs.kept_run(kept, first) == (kept_verdicts, run)
+    with pytest.raises(SystemExit, match="changed since the run"):
+        vs.kept_run(kept, [{"claim": "x", "verdict": "holds"}])
+    vs.provenance_path(kept).unlink()
+    with pytest.raises(SystemExit, match="missing"):
+        vs.kept_run(kept, first)
+
+
+def pooled(differences: list[float], only_a: int, only_b: int, claim: str = "c") -> dict:
+    return {"claim": claim, "source": "s", "family": "f", "direction": "higher", "n": 800 * len(differences),
+            "seeds": len(differences), "seed_differences": differences, "only_a": only_a, "only_b": only_b}
+
+
+def test_seed_effects_separate_training_spread_from_image_noise():
+    import verdict_stability as vs
+    same = pooled([0.04, 0.04, 0.04], 210, 114)   # both runs alike: no spread beyond the images
+    spread = pooled([0.0, 0.04, 0.08], 210, 114, "d")
+    unpaired = {"claim": "u", "source": "s", "verdict": "holds"}   # not pooled over seeds: left out
+    effects = vs.seed_effects([same, spread, unpaired], [same, spread, unpaired])
+    assert [e["claim"] for e in effects] == ["c", "d"]
+    rate = 324 / 2400
+    sigma = ((rate - 0.04 ** 2) / 800) ** 0.5
+    assert abs(effects[0]["mu"] - 0.04) < 1e-12 and effects[0]["tau"] == 0
+    assert abs(effects[0]["sigma"] - sigma) < 1e-9
+    # six differences 0, .04, .08 (twice): variance .00128 * 5/5 less the image noise
+    assert effects[1]["tau"] > 0.03
+
+
+def test_the_vectorised_pooled_rule_is_the_reports():
+    import numpy as np
+    import verdict_stability as vs
+    from askknn.stats import verdict_word
+    cases = [(0.01, [0.02, 0.03, 0.01]), (0.01, [0.02, -0.01, 0.03]), (0.01, [-0.02, -0.03, -0.01]),
+             (0.2, [0.02, 0.03, 0.01]), (0.01, [0.0, 0.02, 0.01]), (0.01, [0.02])]
+    for p, differences in cases:
+        d = np.array([differences])
+        mean = float(d.mean())
+        test = {"n": 800, "difference": mean, "seeds": len(differences),
+                "seeds_agree": bool(all(np.sign(x) == np.sign(mean) != 0 for x in differences))}
+        expected = verdict_word(test, "higher", p).split(" at n")[0]
+        assert vs.pooled_words("higher", np.array([p]), d)[0] == expected, (p, differences)
+
+
+def test_projected_changes_grow_with_training_variance_and_shrink_with_images():
+    import verdict_stability as vs
+    effect = {"claim": "c", "family": "f", "direction": "higher", "mu": 0.03, "tau": 0.0, "sigma": 0.011,
+              "per_seed": 800, "rate": 0.1}
+    # 3 points against 1.1 of image noise per seed, no training spread: every run says holds
+    assert vs.projected_changes_by_family([effect], seeds=3)["f"] < 0.05
+    # the same mean with 3 points of spread between seeds: one seed in six goes the other way, and
+    # the seed-agreement rule then leaves it unresolved about half the time
+    assert vs.projected_changes_by_family([{**effect, "tau": 0.03}], seeds=3)["f"] > 0.3
+    # an effect at the edge of the level settles with more images
+    edge = {**effect, "mu": 0.012}
+    assert vs.projected_changes_by_family([edge], seeds=3, scale=4)["f"] < \
+        vs.projected_changes_by_family([edge], seeds=3)["f"] - 0.2
