@@ -15,7 +15,8 @@ Writes reports/verdict_stability.md: how many verdicts changed, which, and wheth
 (holds <-> reversed); and how many would be expected to change from image sampling alone, at the
 evaluated number of images and at multiples of it (`expected_changes`), which says how far the
 image counts are from a stable set of verdicts; and, from both runs' per-seed differences, how many
-changes more training seeds or images would leave (`projected_changes`), training variance included.
+changes more training seeds or images would leave, training variance included
+(`projected_changes_by_family`).
 
     python benchmarks/verdict_stability.py --expected-only   # only that part, from the committed verdicts
 """
@@ -160,9 +161,10 @@ PROJECTED_HEADING = "## Projected changes"
 
 def seed_effects(first: list[dict], second: list[dict]) -> list[dict]:
     """Per verdict pooled over training seeds (Tables 3 and 5) in both runs: the mean difference `mu`
-    over both runs' seeds, each seed's image variance `variance` (of a paired difference on n_s
-    images with discordance rate q: (q - d^2) / n_s) and the between-seed standard deviation `tau`
-    (the method of moments: the per-seed differences' variance less the image variance, at least 0)."""
+    over both runs' seeds; `sigma`, the image noise of one seed's difference (a paired difference on
+    n_s images with discordance rate q has variance (q - d^2) / n_s, here at least 1 / n_s^2); and
+    `tau`, the spread between training seeds beyond it (the method of moments: the per-seed
+    differences' variance less the mean image variance, at least 0)."""
     other = {(v["claim"], v["source"]): v for v in second}
     effects = []
     for v in first:
@@ -194,21 +196,21 @@ def pooled_words(direction: str, p_holm: np.ndarray, seed_differences: np.ndarra
     return np.where(resolved, np.where(sign * mean > 0, "holds", "reversed"), "not resolved")
 
 
-def projected_changes_by_family(effects: list[dict], seeds: int, scale: float = 1.0, draws: int = 2000,
-                                seed: int = 0) -> dict[str, float]:
-    """Per family, the expected number of pooled verdicts that differ between two runs with `seeds`
-    training seeds each, on `scale` times as many images: every seed's true difference drawn around
-    `mu` with sd `tau` (training variance), then its images as in `expected_changes_by_family`
-    (discordant ~ Binomial, split by that seed's difference), the seed-stratified McNemar test, Holm
-    within the family and the seed-agreement rule, as in the report."""
+def projected_change_chances(effects: list[dict], seeds: int, scale: float = 1.0, draws: int = 2000,
+                             seed: int = 0) -> list[float]:
+    """Per pooled verdict (in the order of `effects`), the chance that its word differs between two
+    runs with `seeds` training seeds each, on `scale` times as many images: every seed's true
+    difference drawn around `mu` with sd `tau` (training variance), then its images as in
+    `expected_changes_by_family` (discordant ~ Binomial, split by that seed's difference), the
+    seed-stratified McNemar test, Holm within the family and the seed-agreement rule, as in the report."""
     rng = np.random.default_rng(seed)
-    families: dict[str, list[dict]] = {}
-    for e in effects:
-        families.setdefault(e["family"], []).append(e)
-    changes = {}
-    for family, members in families.items():
+    families: dict[str, list[int]] = {}
+    for i, e in enumerate(effects):
+        families.setdefault(e["family"], []).append(i)
+    chances = [0.0] * len(effects)
+    for members in families.values():
         only_a, discordant, differences = [], [], []
-        for e in members:
+        for e in (effects[i] for i in members):
             images = int(round(scale * e["per_seed"]))
             true = e["mu"] + e["tau"] * rng.standard_normal((draws, seeds))
             d = rng.binomial(images, e["rate"], (draws, seeds))
@@ -217,10 +219,19 @@ def projected_changes_by_family(effects: list[dict], seeds: int, scale: float = 
             discordant.append(d.sum(axis=1))
             differences.append((2 * a - d) / images)
         adjusted = holm_rows(np.stack([mcnemar_p_values(a, d) for a, d in zip(only_a, discordant)], axis=1))
-        changes[family] = 0.0
-        for column, (e, diff) in enumerate(zip(members, differences)):
-            shares = np.unique(pooled_words(e["direction"], adjusted[:, column], diff), return_counts=True)[1] / draws
-            changes[family] += 1.0 - float(np.sum(shares ** 2))
+        for column, (i, diff) in enumerate(zip(members, differences)):
+            words = pooled_words(effects[i]["direction"], adjusted[:, column], diff)
+            shares = np.unique(words, return_counts=True)[1] / draws
+            chances[i] = 1.0 - float(np.sum(shares ** 2))
+    return chances
+
+
+def projected_changes_by_family(effects: list[dict], seeds: int, scale: float = 1.0, draws: int = 2000,
+                                seed: int = 0) -> dict[str, float]:
+    """Per family, the expected number of pooled verdicts that differ between two such runs."""
+    changes: dict[str, float] = {}
+    for e, chance in zip(effects, projected_change_chances(effects, seeds, scale, draws, seed)):
+        changes[e["family"]] = changes.get(e["family"], 0.0) + chance
     return changes
 
 
@@ -235,15 +246,17 @@ def projected_section(first: list[dict], second: list[dict], seeds_now: int, see
              f"The {len(effects)} verdicts on training methods (Tables 3 and 5) pool {seeds_now} training seeds; "
              f"both runs together give {2 * seeds_now} per-seed differences of each, from which `seed_effects` "
              "takes the mean difference (mu), the image noise of one seed's difference (sigma) and the spread "
-             "between training seeds beyond it (tau):\n",
-             "| claim | mu (points) | tau | sigma |", "|---|---|---|---|"]
-    lines += [f"| {e['claim']} | {100 * e['mu']:+.1f} | {100 * e['tau']:.1f} | {100 * e['sigma']:.1f} |"
-              for e in effects]
-    lines += ["", "`projected_changes` draws two runs from these (each seed's true difference around mu with sd "
-              "tau, its images around that) and counts the verdicts whose word differs, under the report's "
-              "rule (seed-stratified McNemar, Holm, every seed of the claimed sign). The other verdicts change "
-              "from image sampling alone as above; Table 7's, read on one seed's model, also move with that "
-              "model, which this leaves out, so the totals are lower bounds.\n",
+             "between training seeds beyond it (tau), all in points; and the chance that two runs like "
+             "today's differ on it (as below):\n",
+             "| claim | mu | tau | sigma | chance of a change |", "|---|---|---|---|---|"]
+    chances = projected_change_chances(effects, seeds_now)
+    lines += [f"| {e['claim']} | {100 * e['mu']:+.1f} | {100 * e['tau']:.1f} | {100 * e['sigma']:.1f} | {c:.2f} |"
+              for e, c in zip(effects, chances)]
+    lines += ["", "`projected_changes_by_family` draws two runs from these (each seed's true difference "
+              "around mu with sd tau, its images around that) and counts the verdicts whose word differs, "
+              "under the report's rule (seed-stratified McNemar, Holm, every seed of the claimed sign). The "
+              "other verdicts change from image sampling alone as above; Table 7's, read on one seed's model, "
+              "also move with that model, which this leaves out, so the totals are lower bounds.\n",
               f"| training seeds | images | training methods | the others | all | share of {len(directional)} |",
               "|---|---|---|---|---|---|"]
     for scale in scales:
