@@ -310,7 +310,9 @@ def kept_run(archive: Path, first: list[dict]) -> tuple[list[dict], dict]:
         raise SystemExit(f"metrics/verdicts.json changed since the run in {archive} (commit {provenance['commit']}): "
                          "run without --second to compare with a fresh run")
     with tarfile.open(archive) as tar:
-        member = next(m for m in tar.getmembers() if m.name.lstrip("./") == "metrics/verdicts.json")
+        member = next((m for m in tar.getmembers() if m.name.lstrip("./") == "metrics/verdicts.json"), None)
+        if member is None:
+            raise SystemExit(f"{archive} holds no metrics/verdicts.json: pass an archive kept by --keep")
         return json.load(tar.extractfile(member))["verdicts"], provenance
 
 

@@ -107,6 +107,10 @@ def test_the_second_run_is_kept_where_asked_and_compared_later(tmp_path, monkeyp
     assert vs.kept_run(kept, first) == (kept_verdicts, run)
     with pytest.raises(SystemExit, match="changed since the run"):
         vs.kept_run(kept, [{"claim": "x", "verdict": "holds"}])
+    with vs.tarfile.open(kept, "w:gz"):   # an archive without the run's verdicts
+        pass
+    with pytest.raises(SystemExit, match="holds no metrics/verdicts.json"):
+        vs.kept_run(kept, first)
     vs.provenance_path(kept).unlink()
     with pytest.raises(SystemExit, match="missing"):
         vs.kept_run(kept, first)
