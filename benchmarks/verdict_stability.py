@@ -177,10 +177,10 @@ def seed_effects(first: list[dict], second: list[dict]) -> list[dict]:
             rate = (run["only_a"] + run["only_b"]) / run["n"]
             differences += run["seed_differences"]
             variances += [max(rate - d ** 2, 1.0 / per_seed) / per_seed for d in run["seed_differences"]]
-        differences = np.asarray(differences)
-        tau2 = max(0.0, float(differences.var(ddof=1)) - float(np.mean(variances)))
+        differences, noise = np.asarray(differences), float(np.mean(variances))
+        tau2 = max(0.0, float(differences.var(ddof=1)) - noise)
         effects.append({"claim": v["claim"], "family": v["family"], "direction": v["direction"],
-                        "mu": float(differences.mean()), "tau": tau2 ** 0.5, "sigma": float(np.mean(variances)) ** 0.5,
+                        "mu": float(differences.mean()), "tau": tau2 ** 0.5, "sigma": noise ** 0.5,
                         "per_seed": v["n"] / v["seeds"], "rate": (v["only_a"] + v["only_b"]) / v["n"]})
     return effects
 

@@ -122,6 +122,7 @@ def pooled(differences: list[float], only_a: int, only_b: int, claim: str = "c")
 
 
 def test_seed_effects_separate_training_spread_from_image_noise():
+    import numpy as np
     import verdict_stability as vs
     same = pooled([0.04, 0.04, 0.04], 210, 114)   # both runs alike: no spread beyond the images
     spread = pooled([0.0, 0.04, 0.08], 210, 114, "d")
@@ -132,8 +133,9 @@ def test_seed_effects_separate_training_spread_from_image_noise():
     sigma = ((rate - 0.04 ** 2) / 800) ** 0.5
     assert abs(effects[0]["mu"] - 0.04) < 1e-12 and effects[0]["tau"] == 0
     assert abs(effects[0]["sigma"] - sigma) < 1e-9
-    # six differences 0, .04, .08 (twice): variance .00128 * 5/5 less the image noise
-    assert effects[1]["tau"] > 0.03
+    # six differences 0, .04, .08 (twice): their variance .0064 / 5 = .00128, less the mean image variance
+    image_variance = np.mean([(rate - d ** 2) / 800 for d in (0.0, 0.04, 0.08)])
+    assert abs(effects[1]["tau"] - (0.00128 - image_variance) ** 0.5) < 1e-9
 
 
 def test_the_vectorised_pooled_rule_is_the_reports():
