@@ -3,15 +3,18 @@ compares the two metrics/verdicts.json (not a stage: it runs the whole pipeline 
 
     python benchmarks/verdict_stability.py                   # disjoint seeds: 0, 1, 2 -> 3, 4, 5
     python benchmarks/verdict_stability.py --offset 7
-    python benchmarks/verdict_stability.py --keep ../second_run.tar.gz   # also keep the second run
-    python benchmarks/verdict_stability.py --second ../second_run.tar.gz # compare with a kept run
+    python benchmarks/verdict_stability.py --keep ../second_run.tar.gz   # also keep the second run's files
+    python benchmarks/verdict_stability.py --second          # no re-run: the committed second run again
 
 The committed verdicts (metrics/verdicts.json, from `dvc repro`) are the first set. The second comes
 from a copy of the project's tracked files in a temporary folder, where every training seed of
 params.yaml's `seeds` and the preset's attacks.seed are raised by `--offset` (by default the number
 of seeds, so the two sets of training seeds are disjoint) and every stage runs in one process
 (benchmarks/gpu_run.py).
-Writes reports/verdict_stability.md: how many verdicts changed, which, and whether any reversed
+Writes reports/verdict_stability_rerun.json (the second run's verdicts and provenance: commit, preset,
+offset, seeds, and a digest of the verdicts they were compared with), so that the report can be
+rewritten, and its projections recomputed, without the half-hour re-run; and
+reports/verdict_stability.md: how many verdicts changed, which, and whether any reversed
 (holds <-> reversed); and how many would be expected to change from image sampling alone, at the
 evaluated number of images and at multiples of it (`expected_changes`), which says how far the
 image counts are from a stable set of verdicts; and, from both runs' per-seed differences, how many
@@ -28,7 +31,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from askknn.stats import ALPHA  # noqa: E402
 
 
 REPORT = ROOT / "reports" / "verdict_stability.md"
+RERUN = ROOT / "reports" / "verdict_stability_rerun.json"
 EXPECTED_HEADING = "## Expected changes"
 
 
@@ -270,7 +273,7 @@ def projected_section(first: list[dict], second: list[dict], seeds_now: int, see
 
 def rerun(run: dict, folder: Path, keep: Path | None = None) -> list[dict]:
     """The second run's verdicts: `run`'s preset with its seeds and attacks.seed raised by its offset,
-    in `folder`; with `keep`, its archive copied there and `run` (the provenance) written beside it."""
+    in `folder`; with `keep`, its archive (metrics, outcomes, reports) copied there."""
     preset, offset = run["preset"], run["offset"]
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
     for name in files:
@@ -287,33 +290,29 @@ def rerun(run: dict, folder: Path, keep: Path | None = None) -> list[dict]:
     eps = yaml.safe_load((ROOT / "params.yaml").read_text())["eps"]
     subprocess.run([sys.executable, "benchmarks/gpu_run.py", "run", preset, "-S", f"eps={eps}",
                     "-S", f"seeds={seeds}", "--archive", str(folder / "out" / "run.tar.gz")], cwd=folder, check=True)
-    if keep is not None:   # the second run's metrics, outcomes and reports, to read or compare later
+    if keep is not None:
         keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "out" / "run.tar.gz", keep)
-        write_text(provenance_path(keep), json.dumps(run, indent=1) + "\n")
     return json.loads((folder / "metrics" / "verdicts.json").read_text())["verdicts"]
 
 
-def provenance_path(archive: Path) -> Path:
-    return archive.with_name(archive.name + ".json")
+def save_rerun(run: dict, verdicts: list[dict], path: Path = RERUN) -> None:
+    write_text(path, json.dumps({"run": run, "verdicts": verdicts}, indent=1) + "\n")
 
 
-def kept_run(archive: Path, first: list[dict]) -> tuple[list[dict], dict]:
-    """The verdicts of a run kept by `--keep`, and its provenance (the sidecar written beside it);
-    refused when the committed verdicts are no longer the ones that run was compared with."""
-    sidecar = provenance_path(archive)
-    if not archive.is_file() or not sidecar.is_file():
-        raise SystemExit(f"{archive} or {sidecar.name} is missing: pass an archive kept by --keep, or run "
-                         "without --second to re-run the preset")
-    provenance = json.loads(sidecar.read_text())
-    if provenance["first_verdicts"] != verdicts_digest(first):
-        raise SystemExit(f"metrics/verdicts.json changed since the run in {archive} (commit {provenance['commit']}): "
+def saved_rerun(first: list[dict], path: Path = RERUN) -> tuple[list[dict], dict]:
+    """The verdicts and provenance of a second run saved by `save_rerun`; refused when the committed
+    verdicts are no longer the ones that run was compared with."""
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run without --second to re-run the preset (about half an hour)")
+    saved = json.loads(path.read_text())
+    if not {"run", "verdicts"} <= saved.keys():
+        raise SystemExit(f"{path} holds no second run: pass a file written by this script")
+    run = saved["run"]
+    if run["first_verdicts"] != verdicts_digest(first):
+        raise SystemExit(f"metrics/verdicts.json changed since the run in {path.name} (commit {run['commit']}): "
                          "run without --second to compare with a fresh run")
-    with tarfile.open(archive) as tar:
-        member = next((m for m in tar.getmembers() if m.name.lstrip("./") == "metrics/verdicts.json"), None)
-        if member is None:
-            raise SystemExit(f"{archive} holds no metrics/verdicts.json: pass an archive kept by --keep")
-        return json.load(tar.extractfile(member))["verdicts"], provenance
+    return saved["verdicts"], run
 
 
 def verdicts_digest(verdicts: list[dict]) -> str:
@@ -346,10 +345,10 @@ def main() -> int:
     parser.add_argument("--offset", type=int, help="added to every training seed and to attacks.seed "
                         "(default: the number of training seeds, so the two sets are disjoint)")
     parser.add_argument("--keep", type=Path, metavar="ARCHIVE",
-                        help="also keep the second run's results (metrics, outcomes, reports) in this .tar.gz, "
-                        "with its provenance in ARCHIVE.json")
-    parser.add_argument("--second", type=Path, metavar="ARCHIVE",
-                        help="no re-run: compare with the run kept in this archive by --keep")
+                        help="also keep the second run's files (metrics, outcomes, reports) in this .tar.gz")
+    parser.add_argument("--second", type=Path, nargs="?", const=RERUN, metavar="FILE",
+                        help=f"no re-run: compare with the second run saved in FILE (default: "
+                        f"{RERUN.relative_to(ROOT)}, the committed one)")
     parser.add_argument("--expected-only", action="store_true",
                         help="no re-run: only the expected changes, from the committed verdicts")
     args = parser.parse_args()
@@ -362,8 +361,8 @@ def main() -> int:
         print(REPORT.read_text())
         return 0
     if args.second is not None:
-        second, run = kept_run(args.second, first)
-        compared = f"--second {args.second.name}"
+        second, run = saved_rerun(first, args.second)
+        compared = f"--offset {run['offset']}"
     else:
         top = yaml.safe_load((ROOT / "params.yaml").read_text())
         offset = len(top["seeds"]) if args.offset is None else args.offset
@@ -373,6 +372,7 @@ def main() -> int:
                "first_verdicts": verdicts_digest(first)}
         with tempfile.TemporaryDirectory() as tmp:
             second = rerun(run, Path(tmp), args.keep)
+        save_rerun(run, second)
         compared = f"--offset {offset}"
     write_text(REPORT, "\n".join(measured_section(compare(first, second), run, compared) + [""]
                                  + expected_section(first) + projected_section(first, second, len(run["seeds"]))))

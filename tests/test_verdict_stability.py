@@ -73,47 +73,48 @@ def test_the_vectorised_mcnemar_p_value_is_the_reports_exact_test():
     assert np.allclose(verdict_stability.mcnemar_p_values(only_a, only_a + only_b), expected)
 
 
-def test_the_second_run_is_kept_where_asked_and_compared_later(tmp_path, monkeypatch):
-    """`--keep`: the second run's archive is copied out of the temporary folder with its provenance
-    beside it (the run itself is replaced by a stand-in writing both files); `--second` reads its
-    verdicts back, and refuses once the committed verdicts are no longer those it was compared with."""
+def test_the_second_run_is_saved_and_compared_again_without_a_rerun(tmp_path, monkeypatch):
+    """The second run (replaced by a stand-in writing its verdicts and archive) is kept where `--keep`
+    asks; its verdicts and provenance are saved, read back by `--second`, which refuses once the
+    committed verdicts are no longer those it was compared with, and names what is missing."""
     import json
     import subprocess
+    import tarfile
 
     import pytest
 
     import verdict_stability as vs
     real_run = subprocess.run
     seeds = vs.yaml.safe_load((ROOT / "params.yaml").read_text())["seeds"]
-    kept_verdicts = [{"claim": "x", "verdict": "holds"}]
+    second = [{"claim": "x", "verdict": "holds"}]
 
     def stand_in(command, cwd=None, **kwargs):
         if command[0] == "git":
             return real_run(command, cwd=cwd, **kwargs)
         assert "--archive" in command and f"seeds={[seed + 3 for seed in seeds]}" in command
-        (Path(cwd) / "metrics" / "verdicts.json").write_text(json.dumps({"verdicts": kept_verdicts}))
+        (Path(cwd) / "metrics" / "verdicts.json").write_text(json.dumps({"verdicts": second}))
         archive = Path(command[command.index("--archive") + 1])
         archive.parent.mkdir(parents=True)
-        with vs.tarfile.open(archive, "w:gz") as tar:
+        with tarfile.open(archive, "w:gz") as tar:
             tar.add(Path(cwd) / "metrics" / "verdicts.json", arcname="./metrics/verdicts.json")
 
     monkeypatch.setattr(vs.subprocess, "run", stand_in)
-    work, kept = tmp_path / "work", tmp_path / "kept" / "run.tar.gz"
+    work, kept, saved = tmp_path / "work", tmp_path / "kept" / "run.tar.gz", tmp_path / "rerun.json"
     work.mkdir()
     first = [{"claim": "x", "verdict": "not resolved at n = 5"}]
     run = {"commit": "abc1234", "preset": "fashion_mnist", "offset": 3, "seeds": seeds,
            "first_verdicts": vs.verdicts_digest(first)}
-    assert vs.rerun(run, work, kept) == kept_verdicts
-    assert vs.kept_run(kept, first) == (kept_verdicts, run)
+    assert vs.rerun(run, work, kept) == second and tarfile.is_tarfile(kept)
+    vs.save_rerun(run, second, saved)
+    assert vs.saved_rerun(first, saved) == (second, run)
     with pytest.raises(SystemExit, match="changed since the run"):
-        vs.kept_run(kept, [{"claim": "x", "verdict": "holds"}])
-    with vs.tarfile.open(kept, "w:gz"):   # an archive without the run's verdicts
-        pass
-    with pytest.raises(SystemExit, match="holds no metrics/verdicts.json"):
-        vs.kept_run(kept, first)
-    vs.provenance_path(kept).unlink()
+        vs.saved_rerun([{"claim": "x", "verdict": "holds"}], saved)
+    saved.write_text(json.dumps({"verdicts": second}))
+    with pytest.raises(SystemExit, match="holds no second run"):
+        vs.saved_rerun(first, saved)
+    saved.unlink()
     with pytest.raises(SystemExit, match="missing"):
-        vs.kept_run(kept, first)
+        vs.saved_rerun(first, saved)
 
 
 def pooled(differences: list[float], only_a: int, only_b: int, claim: str = "c") -> dict:
