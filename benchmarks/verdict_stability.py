@@ -305,8 +305,11 @@ def saved_rerun(first: list[dict], path: Path = RERUN) -> tuple[list[dict], dict
     verdicts are no longer the ones that run was compared with."""
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run without --second to re-run the preset (about half an hour)")
-    saved = json.loads(path.read_text())
-    if not {"run", "verdicts"} <= saved.keys():
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"{path} is not JSON ({error}): pass a file written by this script") from None
+    if not isinstance(saved, dict) or not {"run", "verdicts"} <= saved.keys():
         raise SystemExit(f"{path} holds no second run: pass a file written by this script")
     run = saved["run"]
     if run["first_verdicts"] != verdicts_digest(first):
@@ -352,6 +355,12 @@ def main() -> int:
     parser.add_argument("--expected-only", action="store_true",
                         help="no re-run: only the expected changes, from the committed verdicts")
     args = parser.parse_args()
+    rerun_options = [name for name, value in (("--offset", args.offset), ("--keep", args.keep)) if value is not None]
+    if (args.second is not None or args.expected_only) and rerun_options:
+        parser.error(f"{' and '.join(rerun_options)}: for a re-run only; drop them, or drop --second "
+                     "and --expected-only")
+    if args.second is not None and args.expected_only:
+        parser.error("--second and --expected-only are two ways of not re-running: choose one")
     first = json.loads((ROOT / "metrics" / "verdicts.json").read_text())["verdicts"]
     if args.expected_only:
         text = REPORT.read_text() if REPORT.exists() else ""

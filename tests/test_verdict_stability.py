@@ -112,9 +112,23 @@ def test_the_second_run_is_saved_and_compared_again_without_a_rerun(tmp_path, mo
     saved.write_text(json.dumps({"verdicts": second}))
     with pytest.raises(SystemExit, match="holds no second run"):
         vs.saved_rerun(first, saved)
+    saved.write_text("not json")
+    with pytest.raises(SystemExit, match="is not JSON"):
+        vs.saved_rerun(first, saved)
     saved.unlink()
     with pytest.raises(SystemExit, match="missing"):
         vs.saved_rerun(first, saved)
+
+
+def test_options_of_a_rerun_are_refused_where_nothing_is_rerun():
+    """--offset and --keep only shape a re-run: with --second or --expected-only they are an error,
+    not silently ignored."""
+    import subprocess
+    for options in (["--second", "--offset", "3"], ["--expected-only", "--keep", "x.tar.gz"],
+                    ["--second", "--expected-only"]):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "verdict_stability.py"), *options],
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and "verdict_stability.py: error:" in done.stderr, (options, done.stderr)
 
 
 def pooled(differences: list[float], only_a: int, only_b: int, claim: str = "c") -> dict:
