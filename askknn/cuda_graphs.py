@@ -1,15 +1,18 @@
-"""A training step replayed as one CUDA graph (train.cuda_graphs; askknn.training uses it on CUDA in
-one process).
+"""Work replayed as CUDA graphs: a training step (train.cuda_graphs; askknn.training uses it on CUDA
+in one process) and an attack's steps (attacks.cuda_graphs; the attack suite uses it on CUDA).
 
 At small batches the host's kernel launches, not the arithmetic, bound an adversarial-training epoch:
 on an H200 four times the batch made the epoch 3.7 times faster (reports/gpu_benchmark.md and
 gpu_benchmark_batch*.md). A CUDA graph launches the few thousand kernels of a step (the PGD steps,
 the training pass, the update) as one. The step's computation is unchanged; its random draws come
-from the device generator, which every replay advances.
+from the device generator, which every replay advances. An attack's steps cost about 2 ms a step more
+than the network's passes at 250 and at 2,048 images alike on an H200: host time, which a graph
+removes.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Callable
 
 import torch
@@ -89,3 +92,64 @@ def graphed_or_eager(step: Step, lr: Callable[[], float], asked: bool, device: t
         log(f"train.cuda_graphs: ignored {why}; every training step runs eagerly")
         return step
     return GraphedStep(step, lr)
+
+
+def map_tensors(fn: Callable[[torch.Tensor], object], value):
+    """`value` (tensors in dicts, tuples, lists and dataclasses, as attacks' contexts hold them) rebuilt
+    with fn applied to every tensor, in a fixed order."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: map_tensors(fn, item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(map_tensors(fn, item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: map_tensors(fn, getattr(value, f.name))
+                                             for f in dataclasses.fields(value)})
+    return value
+
+
+def tensors_in(value) -> list[torch.Tensor]:
+    found = []
+    map_tensors(found.append, value)
+    return found
+
+
+class GraphedClimb:
+    """An attack's `climb(model, x, y, context, start) -> x_adv` (askknn.attacks.base) replayed as one
+    CUDA graph. The references and the random start are found eagerly for every batch; the graph's
+    buffers are copies of one batch's arguments, refreshed before every replay. The first call with
+    arguments of new shapes (or another model) runs eagerly, as the warm-up (cuDNN's autotuning); the
+    next one captures, so a last, smaller batch just runs eagerly. The result is a copy: PGD's restarts
+    keep one climb's result while the next replays. `capture` and `warm_up` are replaceable for the CPU
+    tests, as GraphedStep's."""
+
+    def __init__(self, climb, capture=capture_cuda_graph, warm_up=side_stream):
+        self.climb, self.capture, self.warm_up = climb, capture, warm_up
+        self.key: tuple | None = None
+        self.buffers: tuple | None = None
+        self.replay: Callable[[], torch.Tensor] | None = None
+        self.captures = 0
+
+    def __call__(self, model, x, y, context, start) -> torch.Tensor:
+        arguments = (x, y, context, start)
+        key = (id(model), *((t.shape, t.dtype, t.device) for t in tensors_in(arguments)))
+        if key != self.key:
+            self.key, self.buffers, self.replay = key, None, None
+            with self.warm_up():
+                return self.climb(model, *arguments)
+        if self.replay is None:
+            self.buffers = map_tensors(torch.clone, arguments)
+            self.replay = self.capture(lambda: self.climb(model, *self.buffers))
+            self.captures += 1
+        else:
+            with torch.no_grad():   # the climb marks its start buffer as requiring a gradient
+                for buffer, value in zip(tensors_in(self.buffers), tensors_in(arguments)):
+                    buffer.copy_(value)
+        return self.replay().clone()
+
+
+def use_cuda_graphs(attack) -> None:
+    """From now on `attack`'s steps run as GraphedClimb's replays (attacks whose own `ascend` does not
+    go through `climb`, such as ASK-APGD's, run as before)."""
+    attack.climb = GraphedClimb(attack.climb)

@@ -14,6 +14,7 @@ import torch
 from askknn import registry
 from askknn.attacks.pgd import PGD
 from askknn.bank import FeatureBank
+from askknn.cuda_graphs import use_cuda_graphs
 from askknn.data import PreparedData
 from askknn.dknn import DeepKNN
 from askknn.evaluation import best_of_grid, clean_scores, dnn_robustness, on_grid_edge, run_attack
@@ -46,6 +47,14 @@ def tuning_targets(params: dict, method: str) -> list[tuple[str, tuple, str]]:
     targets = [(a, ls, m) for a in tuned for m in params["dknn"]["metrics"] for ls in sets]
     targets += [(a, sweep, "cosine") for a in tuned]
     return list(dict.fromkeys(targets))
+
+
+def on_device(attack, cfg: dict):
+    """`attack`, its steps replayed as CUDA graphs where attacks.cuda_graphs (in `cfg`, the attacks
+    section) asks for it and the device is CUDA (askknn.cuda_graphs; elsewhere it changes nothing)."""
+    if cfg["cuda_graphs"] and device().type == "cuda":
+        use_cuda_graphs(attack)
+    return attack
 
 
 class TunedChoices(dict):
@@ -141,7 +150,8 @@ class AttackSuite:
         if unknown:
             raise ParamError(f"options {', '.join(unknown)} do not apply to {entry.label}; it takes: "
                              f"{', '.join(entry.options) or 'none'}")
-        return entry.builder_function()(self, list(layers), metric, eps, **options)
+        make, grid = entry.builder_function()(self, list(layers), metric, eps, **options)
+        return (lambda seed, **hyper: on_device(make(seed, **hyper), self.cfg)), grid
 
     def use_tuning(self, path=None) -> None:
         """Fix the hyper-parameters that stage tune@<method> chose for this method."""
@@ -211,4 +221,4 @@ def pgd_outcomes(suite: AttackSuite, eps: int) -> dict:
     exp, cfg = suite.params["experiments"], suite.cfg
     attack = PGD(eps / 255, exp["pgd_steps"], cfg["step_fraction"] * eps / 255, restarts=exp["pgd_restarts"],
                  seed=run_seed(cfg["seed"], suite.method, "pgd", eps))
-    return dnn_robustness(attack, suite.model, *suite.evaluation_set(), cfg["batch_size"], device())
+    return dnn_robustness(on_device(attack, cfg), suite.model, *suite.evaluation_set(), cfg["batch_size"], device())

@@ -145,10 +145,13 @@ def snn_loss(features: torch.Tensor, y: torch.Tensor, temperature: float,
     else:
         raise ParamError(f"snn distance {distance!r} is unknown; choose 'sqeuclidean' or 'cosine'")
     eye = torch.eye(len(y), dtype=torch.bool, device=features.device)
-    logits = (-d / temperature).masked_fill(eye, float("-inf"))
     same = (y[:, None] == y[None, :]) & ~eye
-    has_partner = same.any(1)
-    if not has_partner.any():
-        return features.sum() * 0
-    per_example = torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, float("-inf")), 1)
-    return per_example[has_partner].mean()
+    has_partner = same.any(1, keepdim=True)
+    # Rows without a partner get zeros for logits (a term of 0 with a zero gradient, never log 0) and
+    # count for nothing in the mean. No value is read on the host (no boolean index, no branch), so a
+    # CUDA graph can capture the training step; with a partner for every image the arithmetic is the
+    # plain mean's (the factor is exactly 1).
+    logits = (-d / temperature).masked_fill(eye, float("-inf")).where(has_partner, 0)
+    positives = logits.masked_fill(~same, float("-inf")).where(has_partner, 0)
+    per_example = torch.logsumexp(logits, 1) - torch.logsumexp(positives, 1)
+    return per_example.mean() * (len(y) / has_partner.sum().clamp_min(1).to(per_example.dtype))

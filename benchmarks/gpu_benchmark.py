@@ -12,6 +12,9 @@ on synthetic CIFAR-sized data:
 - the start-up of a stage's process (Python, torch, the package, CUDA's context), median of 3;
 - on CUDA, the AT epoch again with every training step replayed as one CUDA graph (train.cuda_graphs),
   fp32 and bf16: at the preset's batch of 128 the host's kernel launches bound the epoch;
+- ASK-Atk again with its steps replayed as CUDA graphs (attacks.cuda_graphs) against its floor replayed
+  as one graph (the floor without the host's launches), and how many pixels of its result differ from
+  the eager attack's (on the CPU, a stand-in that runs the captured call stands for the graph);
 - a torch.profiler table of a few bf16 AT batches (gpu_profile.md, last): where the time goes.
 
 Writes gpu_benchmark.md (in reports/, or --out) with the device's name, again after every
@@ -22,6 +25,7 @@ Run:  python benchmarks/gpu_benchmark.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import statistics
 import subprocess
@@ -35,6 +39,7 @@ import torch
 
 from askknn.attacks.ask import ASKAttack
 from askknn.bank import FeatureBank
+from askknn.cuda_graphs import GraphedClimb, capture_cuda_graph, side_stream
 from askknn.data import Prepared, PreparedData, save_prepared
 from askknn.io import write_text
 from askknn.models import create_model
@@ -97,34 +102,82 @@ def knn_search(bank_size: int, dims: int, batch: int, k: int, repeats: int, devi
     return out
 
 
-def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int, metric: str,
-                      tau: float, device: str) -> dict[str, float]:
+LAYER = "conv4"
+METRICS = (("cosine", 0.03), ("l2", 1.0))   # (metric, tau) of the ASK-Atk rows
+
+
+def ask_setting(bank_size: int, batch: int, device: str):
+    """vgg16_bn (eval mode), a random conv4 bank of `bank_size` points and a batch of random images."""
     torch.manual_seed(0)
     model = create_model("vgg16_bn").to(device).eval()
-    layer = "conv4"
     with torch.no_grad():
-        dims = model.features(torch.rand(1, 3, 32, 32, device=device), [layer])[layer].shape[1]
-    bank = FeatureBank({layer: np.random.default_rng(0).normal(size=(bank_size, dims)).astype(np.float32)},
+        dims = model.features(torch.rand(1, 3, 32, 32, device=device), [LAYER])[LAYER].shape[1]
+    bank = FeatureBank({LAYER: np.random.default_rng(0).normal(size=(bank_size, dims)).astype(np.float32)},
                        np.arange(bank_size) % 10, device=device)
-    x, y = torch.rand(batch, 3, 32, 32, device=device), torch.arange(batch, device=device) % 10
-    attack = ASKAttack(bank, [layer], 8 / 255, metric, tau=tau, steps=steps, seed=0)
+    return model, bank, torch.rand(batch, 3, 32, 32, device=device), torch.arange(batch, device=device) % 10
 
-    def floor():
+
+def floor_of(model, x: torch.Tensor, steps: int):
+    """The attack's compute floor: steps x (forward to conv4 + backward to the input)."""
+    def floor() -> torch.Tensor:
         x_adv = x.clone()
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            grad, = torch.autograd.grad(model.features(x_adv, [layer])[layer].sum(), x_adv)
+            grad, = torch.autograd.grad(model.features(x_adv, [LAYER])[LAYER].sum(), x_adv)
             x_adv = (x_adv.detach() + 1e-3 * grad.sign()).clamp(0, 1)
+        return x_adv
+    return floor
 
+
+def alternately(runs: dict, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds of each run, timed in turn `repeats` times, so drifts of the machine hit all alike."""
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(timed(run, device))
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
+def ask_attack(bank, steps: int, metric: str, tau: float) -> ASKAttack:
+    return ASKAttack(bank, [LAYER], 8 / 255, metric, tau=tau, steps=steps, seed=0)
+
+
+def ask_against_floor(bank_size: int, batch: int, steps: int, repeats: int, metric: str,
+                      tau: float, device: str) -> dict[str, float]:
+    model, bank, x, y = ask_setting(bank_size, batch, device)
+    attack, floor = ask_attack(bank, steps, metric, tau), floor_of(model, x, steps)
     floor(), attack(model, x, y)   # warm-up
     context = attack.prepare(model, x, y)
-    times = {"floor": [], "attack": [], "prepare": [], "ascend": []}
-    for _ in range(repeats):       # alternately, so drifts of the machine hit both alike
-        times["floor"].append(timed(floor, device))
-        times["attack"].append(timed(lambda: attack(model, x, y), device))
-        times["prepare"].append(timed(lambda: attack.prepare(model, x, y), device))   # references, once a batch
-        times["ascend"].append(timed(lambda: attack.ascend(model, x, y, context), device))   # the steps
-    return {part: statistics.median(seconds) for part, seconds in times.items()}
+    return alternately({"floor": floor, "attack": lambda: attack(model, x, y),
+                        "prepare": lambda: attack.prepare(model, x, y),            # references, once a batch
+                        "ascend": lambda: attack.ascend(model, x, y, context)},    # the steps
+                       repeats, device)
+
+
+def graph_tools(device: str):
+    """CUDA graph capture and its warm-up; on the CPU (test runs at toy sizes) stand-ins that run the
+    captured call at every replay, so that the same code runs."""
+    if device == "cuda":
+        return capture_cuda_graph, side_stream
+    return (lambda run: run), contextlib.nullcontext
+
+
+def ask_graphed_against_floor(bank_size: int, batch: int, steps: int, repeats: int, metric: str,
+                              tau: float, device: str) -> dict[str, float]:
+    """ASK-Atk with its steps replayed as CUDA graphs (attacks.cuda_graphs) against its floor replayed
+    as one graph, and how far its result is from the eager attack's (same seed, third batch)."""
+    capture, warm_up = graph_tools(device)
+    model, bank, x, y = ask_setting(bank_size, batch, device)
+    floor = floor_of(model, x, steps)
+    with warm_up():
+        floor()
+    floor_replay = capture(floor)
+    eager, graphed = ask_attack(bank, steps, metric, tau), ask_attack(bank, steps, metric, tau)
+    graphed.climb = GraphedClimb(graphed.climb, capture, warm_up)
+    for _ in range(3):   # warm-up, capture, replay
+        apart = (graphed(model, x, y) - eager(model, x, y)).abs()
+    times = alternately({"floor": floor_replay, "attack": lambda: graphed(model, x, y)}, repeats, device)
+    return {**times, "differ": int((apart > 0).sum()), "pixels": apart.numel(), "max_apart": float(apart.max())}
 
 
 def stage_start_up(device: str) -> float:
@@ -174,6 +227,21 @@ def cuda_graph_epochs(train: TrainConfig, batches: int, device: str, report: "Re
         report.add(note=f"With CUDA graphs: bf16 epoch / fp32 epoch {seconds['bf16'] / seconds['fp32']:.2f}.")
 
 
+def graphed_attack_rows(bank_size: int, batch: int, steps: int, repeats: int, device: str, report: "Report") -> None:
+    """ASK-Atk's steps replayed as CUDA graphs against the floor replayed as one graph, cosine and l2; a
+    capture that fails is reported in the row, not raised."""
+    for metric, tau in METRICS:
+        label = f"ASK-Atk batch, {metric}, steps replayed as CUDA graphs (attacks.cuda_graphs) / its floor as one graph"
+        try:
+            a = ask_graphed_against_floor(bank_size, batch, steps, repeats, metric, tau, device)
+        except Exception as error:   # the benchmark reports it and goes on
+            report.add(f"| {label} | failed: {type(error).__name__}: {str(error).splitlines()[0][:160]} |")
+            continue
+        report.add(f"| {label} | {a['attack']:.3f} / {a['floor']:.3f} = {a['attack'] / a['floor']:.2f}x |")
+        report.add(f"| of which: pixels where the graphed attack's result differs from the eager one's, {metric} "
+                   f"| {a['differ']} of {a['pixels']:,} (at most {a['max_apart']:.2g} apart) |")
+
+
 class Report:
     """gpu_benchmark.md, written again after every measurement (a run cut short keeps what it has)."""
 
@@ -221,7 +289,7 @@ def main(argv=None) -> int:
         report.add(epoch_row(label, epochs[label]))
     report.add(note=f"bf16 epoch / fp32 epoch: {epochs['bf16 + channels_last'] / epochs['fp32']:.2f}; the "
                     f"200-epoch AT run of the preset then takes about {200 * min(epochs.values()) / 3600:.1f} h.")
-    for metric, tau in (("cosine", 0.03), ("l2", 1.0)):
+    for metric, tau in METRICS:
         a = ask_against_floor(bank_size, batch, steps, args.repeats, metric, tau, device)
         report.add(f"| ASK-Atk batch, {metric} ({batch} images, {steps} steps, conv4) / its floor (steps x forward "
                    f"to conv4 + backward) | {a['attack']:.3f} / {a['floor']:.3f} = {a['attack'] / a['floor']:.2f}x |")
@@ -236,6 +304,7 @@ def main(argv=None) -> int:
     report.add(f"| start-up of one stage's process (imports, {device} context) | {stage_start_up(device):.1f} |")
     if device == "cuda":   # after the rest: a capture that fails may leave the device unusable
         cuda_graph_epochs(train, args.batches, device, report)
+    graphed_attack_rows(bank_size, batch, steps, args.repeats, device, report)
     if args.compile:
         label = "bf16 + channels_last + torch.compile"   # after the rest: its compilation may outlast a short call
         epochs[label] = at_epoch(train, "bf16", args.batches, device, compiled=True)

@@ -18,7 +18,10 @@ def test_the_benchmark_measures_everything_on_the_cpu_at_toy_sizes(tmp_path):
     assert "training batch 2, attack batch 2, bank 60" in text
     for row in ("AT epoch, vgg16_bn, fp32", "AT epoch, vgg16_bn, bf16", "ASK-Atk batch, cosine", "ASK-Atk batch, l2",
                 "once a batch; the steps (random start included), l2",
-                "exact torch search", "start-up of one stage's process"):
+                "exact torch search", "start-up of one stage's process",
+                "ASK-Atk batch, cosine, steps replayed as CUDA graphs",
+                "ASK-Atk batch, l2, steps replayed as CUDA graphs"):
         assert re.search(rf"\| [^|]*{re.escape(row)}[^|]*\| \d", text), row
     assert re.search(r"bf16 epoch / fp32 epoch: \d+\.\d\d", text)
+    assert re.search(r"differs from the eager one's, l2 \| 0 of 6,144 ", text)   # the stand-in computes the same
     assert "torch.profiler" in (tmp_path / "gpu_profile.md").read_text()

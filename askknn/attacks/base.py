@@ -81,7 +81,11 @@ class Attack:
         return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp_(0, 1)
 
     def ascend(self, model, x: torch.Tensor, y: torch.Tensor, context) -> torch.Tensor:
-        x_adv = self.start(x)
+        return self.climb(model, x, y, context, self.start(x))
+
+    def climb(self, model, x: torch.Tensor, y: torch.Tensor, context, x_adv: torch.Tensor) -> torch.Tensor:
+        """The steps from the start x_adv. They read no value on the host, so that on CUDA
+        askknn.cuda_graphs.use_cuda_graphs can replace this method by one graph's replay."""
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             grad, = torch.autograd.grad(self.loss(model, x_adv, y, context).sum(), x_adv)
