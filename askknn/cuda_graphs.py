@@ -5,9 +5,10 @@ At small batches the host's kernel launches, not the arithmetic, bound an advers
 on an H200 four times the batch made the epoch 3.7 times faster (reports/gpu_benchmark.md and
 gpu_benchmark_batch*.md). A CUDA graph launches the few thousand kernels of a step (the PGD steps,
 the training pass, the update) as one. The step's computation is unchanged; its random draws come
-from the device generator, which every replay advances. An attack's steps cost about 2 ms a step more
-than the network's passes at 250 and at 2,048 images alike on an H200: host time, which a graph
-removes.
+from the device generator, which every replay advances. An attack's step adds a few dozen small
+kernels (the loss, the sign step, the projection) to the network's passes; at the 250-image batch
+measured on an H200 a step of ASK-Atk cost about 2 ms more than its floor's (reports/gpu_benchmark.md),
+launch time that a graph's replay does not pay.
 """
 from __future__ import annotations
 

@@ -193,8 +193,8 @@ class Attacks(Section):
     random_starts: integer(1, 10**3) = doc("random starts of Table 1's ASK-Atk cells")
     seed: Seed = doc("seed of every attack run's generator")
     cuda_graphs: Bool = doc("on CUDA, replay an attack's steps as one CUDA graph per batch (the references "
-                            "and the random start stay eager); the same computation without ~2 ms of host "
-                            "time a step. Attacks with their own loop (ASK-APGD, SW20, DkNN-Atk's Adam) "
+                            "and the random start stay eager): the same computation without the host's "
+                            "kernel launches. Attacks with their own loop (ASK-APGD, SW20, DkNN-Atk's Adam) "
                             "run as before; on the CPU it changes nothing")
     ask: Ask = doc("ASK-Atk")
     dknn_atk: DkNNAtk = doc("DkNN-Atk")
