@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from askknn.attacks.advknn import AdvKnnAttack
 from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
 from askknn.attacks.pgd import PGD
@@ -16,16 +17,22 @@ from askknn.bank import extract_features
 from askknn.cuda_graphs import GraphedClimb, map_tensors, tensors_in
 from askknn.data import PreparedData, make_splits, save_prepared
 from askknn.defenses import extra_term
+from askknn.knn_blocks import train_knn_block
 from askknn.models import create_model
 from askknn.params import preset_config
 from askknn.training import TrainConfig, TrainLoop, train_step
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-ATTACKS = ["ask_cosine", "ask_l2_nearest", "ask_random_negatives", "pgd_restarts", "dknn_sign"]
+ATTACKS = ["ask_cosine", "ask_l2_nearest", "ask_random_negatives", "pgd_restarts", "dknn_sign", "advknn"]
+
+
+@pytest.fixture(scope="module")
+def block(digits_bank):
+    return train_knn_block(digits_bank, ["conv4"], k=5, metric="cosine", epochs=5)[0]
 
 
 @pytest.fixture
-def make_attack(request, digits, digits_model, digits_bank):
+def make_attack(request, digits, digits_model, digits_bank, block):
     """The attack named by the parameter on conv4, seeded (every instance draws the same numbers)."""
     def make():
         name = request.param
@@ -35,6 +42,8 @@ def make_attack(request, digits, digits_model, digits_bank):
             return ASKAttack(digits_bank, ["conv4"], 0.1, steps=3, step_size=0.03, seed=0, **options)
         if name == "pgd_restarts":
             return PGD(0.1, steps=3, step_size=0.03, restarts=2, seed=0)
+        if name == "advknn":
+            return AdvKnnAttack(block, digits_bank, ["conv4"], 0.1, steps=3, step_size=0.03, seed=0)
         held_out = extract_features(digits_model, torch.from_numpy(digits.x_test[100:]), ["conv4"])
         thresholds = dknn_thresholds(digits_bank, held_out, ["conv4"], 5, "cosine")
         return DkNNAttack(digits_bank, ["conv4"], 0.1, thresholds, guides=5, steps=3, step_size=0.03, seed=0)
