@@ -21,6 +21,7 @@ from askknn.stats import (auroc, claim_verdict, equivalence_verdict, holm, pack,
 
 LAYERS = ["conv3", "conv4"]
 CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "random_starts": 2, "seed": 0,
+       "cuda_graphs": False,
        "ask": {"k_pos": 5, "k_neg": 5, "tau_grid": {"cosine": [0.01, 0.1], "l2": [0.3]}, "omega_grid": [0.5]},
        "dknn_atk": {"guides": "k", "steepness_grid": {"cosine": [4.0], "l2": [1.0]}, "optimizer": "sign",
                     "adam_lr": 0.01, "adam_steps": 10},
