@@ -6,6 +6,7 @@ protocol they implement is written once, in README's "Evaluation protocol".
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,12 @@ def tuning_targets(params: dict, method: str) -> list[tuple[str, tuple, str]]:
 
 def on_device(attack, cfg: dict):
     """`attack`, its steps replayed as CUDA graphs where attacks.cuda_graphs (in `cfg`, the attacks
-    section) asks for it and the device is CUDA (askknn.cuda_graphs; elsewhere it changes nothing)."""
+    section) asks for it and the device is CUDA (askknn.cuda_graphs); elsewhere it runs eagerly and a
+    warning, shown once per process, says so."""
     if cfg["cuda_graphs"] and device().type == "cuda":
         use_cuda_graphs(attack)
+    elif cfg["cuda_graphs"]:
+        warnings.warn("attacks.cuda_graphs: ignored on the CPU; every attack runs eagerly", stacklevel=2)
     return attack
 
 

@@ -210,6 +210,11 @@ def epoch_row(label: str, seconds: float) -> str:
     return f"| AT epoch, vgg16_bn, {label} (extrapolated to {TRAIN_IMAGES:,} images) | {seconds:.1f} |"
 
 
+def failed_row(label: str, error: Exception) -> str:
+    """The row of a measurement whose CUDA graph capture failed: the error's first line."""
+    return f"| {label} | failed: {type(error).__name__}: {str(error).splitlines()[0][:160]} |"
+
+
 def cuda_graph_epochs(train: TrainConfig, batches: int, device: str, report: "Report") -> None:
     """The AT epoch with every training step replayed as one CUDA graph (train.cuda_graphs), fp32 and
     bf16; a capture that fails is reported in the row, not raised."""
@@ -219,8 +224,7 @@ def cuda_graph_epochs(train: TrainConfig, batches: int, device: str, report: "Re
         try:
             seconds[precision] = at_epoch(graphed, precision, batches, device)
         except Exception as error:   # the benchmark reports it and goes on
-            report.add(f"| AT epoch, vgg16_bn, {label} | failed: {type(error).__name__}: "
-                       f"{str(error).splitlines()[0][:160]} |")
+            report.add(failed_row(f"AT epoch, vgg16_bn, {label}", error))
             continue
         report.add(epoch_row(label, seconds[precision]))
     if len(seconds) == 2:
@@ -235,7 +239,7 @@ def graphed_attack_rows(bank_size: int, batch: int, steps: int, repeats: int, de
         try:
             a = ask_graphed_against_floor(bank_size, batch, steps, repeats, metric, tau, device)
         except Exception as error:   # the benchmark reports it and goes on
-            report.add(f"| {label} | failed: {type(error).__name__}: {str(error).splitlines()[0][:160]} |")
+            report.add(failed_row(label, error))
             continue
         report.add(f"| {label} | {a['attack']:.3f} / {a['floor']:.3f} = {a['attack'] / a['floor']:.2f}x |")
         report.add(f"| of which: pixels where the graphed attack's result differs from the eager one's, {metric} "

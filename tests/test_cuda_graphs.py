@@ -118,9 +118,16 @@ def test_map_tensors_rebuilds_contexts_and_lists_their_tensors_in_order():
 
 @pytest.mark.parametrize("asked, device, graphed", [(True, "cuda", True), (True, "cpu", False),
                                                     (False, "cuda", False)])
-def test_the_suite_graphs_attacks_where_asked_on_cuda(monkeypatch, asked, device, graphed):
+def test_the_suite_graphs_attacks_where_asked_on_cuda_and_says_where_it_cannot(monkeypatch, asked, device, graphed):
+    import warnings
+
     from askknn import experiments
     monkeypatch.setattr(experiments, "device", lambda: torch.device(device))
     attack = PGD(0.1, steps=2)
-    assert experiments.on_device(attack, {"cuda_graphs": asked}) is attack
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert experiments.on_device(attack, {"cuda_graphs": asked}) is attack
     assert isinstance(attack.climb, GraphedClimb) == graphed
+    ignored = asked and device == "cpu"
+    assert [str(w.message) for w in said] == (["attacks.cuda_graphs: ignored on the CPU; every attack runs eagerly"]
+                                              if ignored else [])
