@@ -30,21 +30,22 @@ class DatasetSpec:
     image_size: int
     train_images: int      # the standard training set's size (the splits' val, train and bank come from it)
     test_images: int       # the standard test set's size (data.eval_size comes from it)
+    smallest_class: int | None   # training images of its smallest class (None: it depends on the seed)
     sources: tuple         # the data.source keywords it accepts besides a path
     how_to_get: str
 
 
 DATASETS = {
-    "fashion_mnist": DatasetSpec(10, 1, 28, 60000, 10000, ("auto", "download"),
+    "fashion_mnist": DatasetSpec(10, 1, 28, 60000, 10000, 6000, ("auto", "download"),
                                  "apt-get install dataset-fashion-mnist, or set data.source: download "
                                  "(torchvision), or data.source: <folder with the four *-ubyte.gz files>"),
-    "cifar10": DatasetSpec(10, 3, 32, 50000, 10000, ("download",),
+    "cifar10": DatasetSpec(10, 3, 32, 50000, 10000, 5000, ("download",),
                            "set data.source: download (torchvision), or data.source: <ImageFolder "
                            "tree with train/ and test/, or a .tar.gz/.zip of one>"),
-    "imagenette": DatasetSpec(10, 3, 128, 9469, 3925, ("download",),
+    "imagenette": DatasetSpec(10, 3, 128, 9469, 3925, 858, ("download",),
                               "set data.source: download (torchvision's Imagenette), or data.source: "
                               "<ImageFolder tree with train/ and val/ (or test/), or an archive of one>"),
-    "digits": DatasetSpec(10, 1, 8, 1437, 360, ("auto",), "ships with scikit-learn (pip install scikit-learn)"),
+    "digits": DatasetSpec(10, 1, 8, 1437, 360, None, ("auto",), "ships with scikit-learn (pip install scikit-learn)"),
 }
 
 
@@ -211,7 +212,7 @@ def check_classes(dataset: str, train_dir: Path, test_dir: Path) -> None:
 
 
 def read_image_folder(folder: Path, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
+    from PIL import Image, ImageOps
     from torchvision.datasets import ImageFolder
 
     mode = "L" if channels == 1 else "RGB"
@@ -224,8 +225,8 @@ def read_image_folder(folder: Path, size: int, channels: int) -> tuple[np.ndarra
         try:
             with Image.open(path) as img:
                 img = img.convert(mode)
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.BILINEAR)
+                if img.size != (size, size):   # the shorter side to `size`, then the centre: no stretching
+                    img = ImageOps.fit(img, (size, size), Image.BILINEAR)
                 arr = np.asarray(img, dtype=np.uint8)
         except (OSError, SyntaxError, ValueError) as exc:   # PIL: unidentified, truncated, broken
             raise DataError(f"{path} cannot be read as an image ({exc}); remove or replace it") from exc

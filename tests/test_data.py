@@ -80,6 +80,18 @@ def test_imagenette_from_an_image_folder_tree_and_from_an_archive(tmp_path):
     np.testing.assert_array_equal(packed.x_train, data.x_train)
 
 
+def test_an_oblong_image_is_cropped_at_its_centre_not_stretched(tmp_path):
+    """A 256x128 image with a left and right quarter in other colours: at 128x128 only the middle
+    half (one colour) remains, where a plain resize would keep all three bands."""
+    make_tree(tmp_path / "tree", per_class=1)
+    band = np.zeros((128, 256, 3), dtype=np.uint8)
+    band[:, :64], band[:, 64:192], band[:, 192:] = (255, 0, 0), (0, 200, 0), (0, 0, 255)
+    (tmp_path / "tree" / "train" / CLASSES[0] / "0.JPEG").unlink()
+    Image.fromarray(band).save(tmp_path / "tree" / "train" / CLASSES[0] / "0.png")   # lossless
+    image = load_dataset("imagenette", source=str(tmp_path / "tree"), root=tmp_path / "raw").x_train[0]
+    assert (image == np.array([0, 200, 0], dtype=np.uint8)[:, None, None]).all()
+
+
 def test_idx_reader_round_trips(tmp_path):
     images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     header = bytes([0, 0, 8, 3]) + np.array([2, 3, 4], dtype=">u4").tobytes()

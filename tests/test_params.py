@@ -55,6 +55,10 @@ def test_every_shipped_preset_is_valid(project):
     ({}, {"dknn": {"k": 501}}, "dknn.k = 501 is larger than a class's share of the bank"),
     ({}, {"data": {"dataset": "svhn"}}, "data.dataset = 'svhn' is not allowed"),
     ({}, {"data": {"bank_size": 5001}}, "must be a multiple of the 10 classes"),
+    ({}, {"data": {"dataset": "imagenette", "source": "download", "train_size": None, "val_size": 500,
+                   "bank_size": 8500, "eval_size": 800}},
+     "data.val_size / 10 \\+ data.bank_size / 10 = 900 images of every class, but the smallest class of the "
+     "imagenette training set has 858"),
     ({}, {"train": {"eps": 300}}, "train.eps = 300"),
     ({}, {"attacks": {"steps": -1}}, r"attacks.steps = -1 must be an integer in \[0"),
     ({}, {"experiments": {"k_values": [1, 600]}}, "experiments.k_values has 600, larger than a class's share"),

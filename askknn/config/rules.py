@@ -48,7 +48,7 @@ def split_size_problems(d: Data) -> list[str]:
         if used > spec.train_images:
             out.append(f"data.val_size + data.train_size = {used} is more than the {spec.train_images} training "
                        f"images of {d.dataset}; lower them (data.train_size: null uses every image not held out)")
-    return out + bank_problems(d)
+    return out + bank_problems(d) + class_share_problems(d)
 
 
 def bank_problems(d: Data) -> list[str]:
@@ -60,6 +60,22 @@ def bank_problems(d: Data) -> list[str]:
                 f"{' = data.train_size' if d.train_size else ''}); the bank is drawn from it, so lower "
                 f"data.bank_size or raise data.train_size"]
     return []
+
+
+def class_share_problems(d: Data) -> list[str]:
+    """Each class's share of the held-out split and of the training split (or, without data.train_size,
+    of the bank drawn from the rest) against the smallest class of the standard training set: the
+    totals can fit while the smallest class cannot give its share (Imagenette's chain saw: 858)."""
+    spec = DATASETS[d.dataset]
+    if not _standard(d) or spec.smallest_class is None:
+        return []
+    classes = spec.num_classes
+    key, size = ("train_size", d.train_size) if d.train_size is not None else ("bank_size", d.bank_size)
+    need = d.val_size // classes + size // classes
+    if need <= spec.smallest_class:
+        return []
+    return [f"data.val_size / {classes} + data.{key} / {classes} = {need} images of every class, but the smallest "
+            f"class of the {d.dataset} training set has {spec.smallest_class}; lower data.{key} or data.val_size"]
 
 
 def share_problems(p: Preset) -> list[str]:
