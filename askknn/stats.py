@@ -69,7 +69,7 @@ def verdict_word(test: dict, claim: str, p_value: float) -> str:
     if test.get("seeds") == 1:
         return f"not resolved at n = {test['n']} (one training run)"
     if not test.get("seeds_agree", True):
-        return f"not resolved at n = {test['n']} (the seeds disagree in sign)"
+        return f"not resolved at n = {test['n']} (not every seed's difference has one and the same non-zero sign)"
     sign = -1 if claim == "lower" else 1
     return "holds" if sign * test["difference"] > 0 else "reversed"
 

@@ -70,9 +70,16 @@ class TrainConfig:
     def from_params(cls, section: dict) -> "TrainConfig":
         return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
 
-    def pgd(self, steps: int | None = None) -> PGD:
-        return PGD(self.eps / 255, steps=self.pgd_steps if steps is None else steps,
-                   step_size=self.pgd_step_size / 255, train_mode=self.attack_mode == "train")
+    def pgd(self) -> PGD:
+        return PGD(self.eps / 255, steps=self.pgd_steps, step_size=self.pgd_step_size / 255,
+                   train_mode=self.attack_mode == "train")
+
+    def held_out_pgd(self) -> PGD:
+        """The held-out check after each epoch (and the sign of catastrophic overfitting): PGD at the AT
+        budget with the evaluation attacks' step, eps/4, whatever step the training attack takes (fast
+        AT's 1.25 eps would only jump between corners of the ball)."""
+        return PGD(self.eps / 255, steps=self.val_pgd_steps, step_size=self.eps / 4 / 255,
+                   train_mode=self.attack_mode == "train")
 
     def training_pgd(self) -> PGD:
         """The attack the model trains on: PGD at the AT budget, or at_wide's wider one. Held-out
@@ -134,9 +141,11 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size: int = 500,
              device="cpu") -> dict[str, float]:
-    """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack`. Sums stay on
-    the device (float64, the precision of the Python floats they replace) and are read once. Under
-    torchrun each rank evaluates every world-th image and the sums are added over the ranks."""
+    """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack`; there an image
+    counts as correct only if it is classified correctly clean and under attack, the rule of every
+    robust accuracy here. Sums stay on the device (float64, the precision of the Python floats they
+    replace) and are read once. Under torchrun each rank evaluates every world-th image and the sums
+    are added over the ranks."""
     rank, world = rank_and_world()
     n, x_u8, y = len(y), x_u8[rank::world], y[rank::world]
     model.eval()
@@ -145,12 +154,14 @@ def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size
     for start in range(0, len(y), batch_size):
         x = to_float(x_u8[start:start + batch_size].to(device, non_blocking=True))
         t = y[start:start + batch_size].to(device, non_blocking=True)
+        right = torch.ones_like(t, dtype=torch.bool)
         if attack is not None:
+            right = model(x).argmax(1) == t
             with torch.enable_grad():
                 x = attack(model, x, t)
         logits = model(x)
         loss += F.cross_entropy(logits, t, reduction="sum").double()
-        correct += (logits.argmax(1) == t).sum()
+        correct += ((logits.argmax(1) == t) & right).sum()
     all_sum(loss, correct)
     return {"loss": loss.item() / n, "accuracy": correct.item() / n}
 
@@ -285,7 +296,7 @@ def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, e
     net = training_net(model, device, world)
     x_train, y_train = (t.to(device) for t in data.split("train"))   # uint8: resident on the device
     x_val, y_val = data.split("val")
-    attack, val_attack = cfg.training_pgd(), cfg.pgd(cfg.val_pgd_steps)
+    attack, val_attack = cfg.training_pgd(), cfg.held_out_pgd()
     loop = TrainLoop(model, net, optimizer, cfg, device, rank, world, attack, extra_term,
                      getattr(extra_term, "layers", []))
     step = graphed_or_eager(functools.partial(train_step, loop), lambda: optimizer.param_groups[0]["lr"],

@@ -105,6 +105,19 @@ def test_ask_atk_flips_a_plain_knn_where_random_noise_of_the_same_size_does_not(
     assert noisy_acc > attacked_acc + 0.12
 
 
+def test_the_nearest_target_is_the_class_at_the_smallest_mean_distance_not_squared_distance():
+    """Class 0's five points lie at distances 1, 1, 1, 1, 10 (mean 2.8, mean square 20.8), class 1's
+    all at 3 (mean 3, mean square 9): the nearest class in mean distance is 0."""
+    ring = [[1, 0], [0, 1], [-1, 0], [0, -1], [10, 0]]
+    far = [[3, 0], [0, 3], [-3, 0], [0, -3], [3 * 0.6, 3 * 0.8]]
+    true = [[50, 50]] * 5
+    bank = FeatureBank({"conv4": np.array(ring + far + true, dtype=np.float32)}, np.repeat(np.arange(3), 5))
+    attack = ASKAttack(bank, ["conv4"], 0.1, "l2", k_pos=5, k_neg=5, target="nearest")
+    idx, mean_dist = attack.reference_indices(torch.zeros(1, 2), torch.tensor([2]), "conv4")
+    assert mean_dist[0, :2].tolist() == pytest.approx([2.8, 3.0])
+    assert attack.choose_target(torch.tensor([2]), mean_dist).tolist() == [0]
+
+
 def test_targeted_attack_reaches_its_target_more_often_than_the_untargeted_one(points):
     bank, x, y = points
     net = identity_net()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from askknn.attacks.ask import ASKAttack
-from askknn.attacks.ask_apgd import ASKAPGDAttack, apgd_checkpoints
+from askknn.attacks.ask_apgd import ASKAPGDAttack, apgd_checkpoints, halves
 from askknn.dknn import DeepKNN
 from askknn.shared import ParamError
 
@@ -41,6 +41,15 @@ def test_lowers_the_dknn_accuracy_at_least_as_much_as_ask_atk(restart, digits_mo
 def test_checkpoints_follow_croce_and_hein():
     assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     assert apgd_checkpoints(10) == [3, 5, 6, 7, 8, 9, 10]
+
+
+def test_the_step_halves_where_croce_and_hein_halve_it():
+    """Three of four steps raised the objective (condition 1 keeps the step) and the best objective
+    stayed put: the step halves only if the previous checkpoint kept it (condition 2)."""
+    raised, best = torch.tensor([3, 3, 1]), torch.tensor([0.5, 0.5, 0.9])
+    halved_then = torch.tensor([True, False, True])
+    assert halves(raised, 4, 0.75, halved_then, best, best.clone()).tolist() == [False, True, True]
+    assert halves(raised, 4, 0.75, halved_then, best, best - 0.1).tolist() == [False, False, True]
 
 
 def test_restarts_attack_only_the_images_the_dknn_still_gets_right(digits_model, digits_bank, digits_eval):

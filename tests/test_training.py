@@ -16,7 +16,7 @@ from askknn.losses import ask_loss, similarity, snn_loss
 from askknn.models import create_model
 from askknn.params import load_params, preset_config
 from askknn.shared import ParamError
-from askknn.training import TrainConfig, autocast, effective_precision, train_model
+from askknn.training import TrainConfig, autocast, effective_precision, evaluate, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL_LOSS, TOL_COS = 0.02, 0.9   # bf16 autocast against fp32 (see test_bf16_autocast_agrees_with_fp32)
@@ -117,6 +117,30 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch(prepared, params, me
     before.backward()
     opt.step()
     assert objective().item() < before.item()
+
+
+class ReadsItsClass(torch.nn.Module):
+    """Predicts the class c written into an image as the pixel value 20 c."""
+    def forward(self, x):
+        return -(x[:, 0, 0, 0, None] * 255 / 20 - torch.arange(10)).abs()
+
+
+def test_the_held_out_check_counts_an_image_only_if_correct_clean_and_under_attack():
+    y = torch.arange(10)
+    images = (20 * torch.where(y % 2 == 0, y, (y + 1) % 10)).to(torch.uint8).view(10, 1, 1, 1).expand(10, 1, 4, 4)
+
+    def writes_the_true_class(model, x, t):   # an "attack" under which every image is right
+        return (20 * t / 255).view(-1, 1, 1, 1).expand_as(x).clone()
+
+    assert evaluate(ReadsItsClass(), images, y)["accuracy"] == 0.5
+    assert evaluate(ReadsItsClass(), images, y, writes_the_true_class)["accuracy"] == 0.5   # not 1.0
+
+
+def test_the_held_out_pgd_steps_a_quarter_of_the_budget_whatever_the_training_step():
+    cfg = TrainConfig(epochs=1, eps=4, pgd_steps=1, pgd_step_size=5, val_pgd_steps=10)
+    check = cfg.held_out_pgd()
+    assert (check.eps, check.steps, check.step_size) == (4 / 255, 10, 1 / 255)
+    assert cfg.pgd().step_size == 5 / 255
 
 
 def test_losses_compute_in_float32_inside_bf16_autocast():

@@ -80,7 +80,7 @@ class ASKAttack(Attack):
                 other = y != c
                 draws = self.randint(len(members), (int(other.sum()), self.k_neg)).numpy()
                 idx[other, c, :self.k_neg] = torch.from_numpy(members[draws]).to(idx.device)
-        return idx, dist[:, :, :self.k_neg].mean(-1)
+        return idx, dist[:, :, :self.k_neg].clamp_min(0).sqrt().mean(-1)   # the search's distances are squared
 
     def references(self, layer: str, idx: torch.Tensor, y: torch.Tensor, device) -> tuple:
         """Per layer: reference vectors (B, R, D), their labels (B, R) and, for l2, their squared

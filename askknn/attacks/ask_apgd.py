@@ -14,8 +14,9 @@ Optimiser: APGD (Croce & Hein, "Reliable evaluation of adversarial robustness wi
 diverse parameter-free attacks", ICML 2020): per-image step size starting at 2 eps, momentum 0.75,
 and at the checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) the
 step is halved, and the iterate reset to the best point so far, where fewer than rho = 0.75 of the
-steps since the last checkpoint raised the objective, or where neither the step nor the best
-objective changed. Each restart costs `steps` forward-backward passes to the deepest attacked layer.
+steps since the last checkpoint raised the objective, or where the previous checkpoint did not
+halve the step and the best objective has not risen since. Each restart costs `steps`
+forward-backward passes to the deepest attacked layer.
 
 Restarts keep the per-image worst case: after each run the real DkNN (K = `k`) judges the best
 point; an image it misclassifies keeps that point and is not attacked again. The others start over
@@ -54,6 +55,13 @@ def take(context, idx: torch.Tensor):
     pick = {layer: tuple(None if t is None else t[idx] for t in parts) for layer, parts in refs.items()}
     return pick, None if target is None else target[idx]
 
+
+def halves(raised: torch.Tensor, span: int, rho: float, halved_then: torch.Tensor, f_best: torch.Tensor,
+           f_best_then: torch.Tensor) -> torch.Tensor:
+    """APGD's two conditions at a checkpoint, per image: fewer than rho of the `span` steps since the
+    last checkpoint raised the objective, or that checkpoint kept the step and the best objective has
+    not risen since (Croce & Hein 2020, Sec. 3.2)."""
+    return (raised < rho * span) | (~halved_then & (f_best == f_best_then))
 
 class ASKAPGDAttack(ASKAttack):
     """Non-targeted ASK-APGD on the DkNN layers `layers`, judged between restarts by the DkNN of K = `k`.
@@ -101,7 +109,7 @@ class ASKAPGDAttack(ASKAttack):
         f_k, g_k = self.value_and_grad(model, x_k, y, context)
         x_best, f_best, g_best = x_k.clone(), f_k.clone(), g_k.clone()
         x_prev, last, raised = x_k, 0, torch.zeros_like(f_k)
-        eta_then, f_best_then = eta.clone(), f_best.clone()
+        halved_then, f_best_then = torch.zeros_like(f_k, dtype=torch.bool), f_best.clone()
         for i in range(1, self.steps):
             z = self.project(x_k + eta.view(shape) * g_k.sign(), x)
             a = 1.0 if i == 1 else self.momentum
@@ -112,13 +120,13 @@ class ASKAPGDAttack(ASKAttack):
             x_best[better], f_best[better], g_best[better] = x_new[better], f_new[better], g_new[better]
             x_prev, x_k, f_k, g_k = x_k, x_new, f_new, g_new
             if i in self.checkpoints:
-                halve = (raised < self.rho * (i - last)) | ((eta == eta_then) & (f_best == f_best_then))
+                halve = halves(raised, i - last, self.rho, halved_then, f_best, f_best_then)
                 eta[halve] /= 2
                 x_k, f_k, g_k = x_k.clone(), f_k.clone(), g_k.clone()
                 x_k[halve], f_k[halve], g_k[halve] = x_best[halve], f_best[halve], g_best[halve]
                 x_prev = torch.where(halve.view(shape), x_k, x_prev)
                 last, raised = i, torch.zeros_like(f_k)
-                eta_then, f_best_then = eta.clone(), f_best.clone()
+                halved_then, f_best_then = halve, f_best.clone()
         return x_best, f_best
 
     def ascend(self, model, x, y, context) -> torch.Tensor:

@@ -31,7 +31,7 @@ of eps/4) and none of that machinery:
   (the original's smallest-norm rule has nothing left to choose); an input never misclassified
   keeps its lowest-objective point since the last re-selection (values against other guides and
   thresholds are not comparable), the last iterate included;
-- m is chosen by the caller (`AttackSuite.sw20`: at least (K + 1) // 2 guides of each class, the
+- m is chosen by the caller (`build` below: at least (K + 1) // 2 guides of each class, the
   fewest the original uses, since fewer cannot outvote the true class), m // 2 guides of each class.
 
 All reference features come from the stored bank; only x' goes through the network, once per step,

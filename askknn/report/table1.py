@@ -19,7 +19,6 @@ from askknn.report.common import (
     others,
     outcomes,
     paper_cell,
-    pct,
     rate_with_ci,
     subset,
     suite,
@@ -37,7 +36,7 @@ def starts_columns(params, ask: dict) -> dict:
     if "worst_case" not in ask:
         return {}
     starts, n = params["attacks"]["random_starts"], ask["worst_case"]["n"]
-    return {f"ASK-Atk, each of {starts} starts (first {n})": " / ".join(pct(s["accuracy"]) for s in ask["starts"]),
+    return {f"ASK-Atk, each of {starts} starts (first {n})": " / ".join(with_ci(s) for s in ask["starts"]),
             f"worst of {starts} starts (first {n})": with_ci(ask["worst_case"])}
 
 
