@@ -96,14 +96,15 @@ def graphed_or_eager(step: Step, lr: Callable[[], float], asked: bool, device: t
 
 
 def map_tensors(fn: Callable[[torch.Tensor], object], value):
-    """`value` (tensors in dicts, tuples, lists and dataclasses, as attacks' contexts hold them) rebuilt
-    with fn applied to every tensor, in a fixed order."""
+    """`value` (tensors in dicts, tuples, named tuples, lists and dataclasses, as attacks' contexts hold
+    them) rebuilt with fn applied to every tensor, in a fixed order."""
     if isinstance(value, torch.Tensor):
         return fn(value)
     if isinstance(value, dict):
         return {key: map_tensors(fn, item) for key, item in value.items()}
     if isinstance(value, (tuple, list)):
-        return type(value)(map_tensors(fn, item) for item in value)
+        items = [map_tensors(fn, item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)   # a NamedTuple
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{f.name: map_tensors(fn, getattr(value, f.name))
                                              for f in dataclasses.fields(value)})
@@ -128,24 +129,26 @@ class GraphedClimb:
     def __init__(self, climb, capture=capture_cuda_graph, warm_up=side_stream):
         self.climb, self.capture, self.warm_up = climb, capture, warm_up
         self.key: tuple | None = None
-        self.buffers: tuple | None = None
+        self.buffers: list[torch.Tensor] = []   # the graph's input buffers, in tensors_in's order
         self.replay: Callable[[], torch.Tensor] | None = None
         self.captures = 0
 
     def __call__(self, model, x, y, context, start) -> torch.Tensor:
         arguments = (x, y, context, start)
-        key = (id(model), *((t.shape, t.dtype, t.device) for t in tensors_in(arguments)))
+        tensors = tensors_in(arguments)
+        key = (id(model), *((t.shape, t.dtype, t.device) for t in tensors))
         if key != self.key:
-            self.key, self.buffers, self.replay = key, None, None
+            self.key, self.buffers, self.replay = key, [], None
             with self.warm_up():
                 return self.climb(model, *arguments)
         if self.replay is None:
-            self.buffers = map_tensors(torch.clone, arguments)
-            self.replay = self.capture(lambda: self.climb(model, *self.buffers))
+            copies = map_tensors(torch.clone, arguments)
+            self.buffers = tensors_in(copies)
+            self.replay = self.capture(lambda: self.climb(model, *copies))
             self.captures += 1
         else:
             with torch.no_grad():   # the climb marks its start buffer as requiring a gradient
-                for buffer, value in zip(tensors_in(self.buffers), tensors_in(arguments)):
+                for buffer, value in zip(self.buffers, tensors):
                     buffer.copy_(value)
         return self.replay().clone()
 

@@ -79,12 +79,13 @@ def names(where: Callable[[AttackEntry], bool] = lambda a: True) -> list[str]:
 
 register_attack(AttackEntry("ask", "ASK-Atk", "askknn.attacks.ask:build", tuned=True, paper=True, random_starts=True,
                             options=("k_pos", "k_neg", "target", "random_negatives", "tau")))
-register_attack(AttackEntry("advknn", "AdvKnn", "askknn.attacks.advknn:build", cascade=3, paper=True, swept=True))
+register_attack(AttackEntry("advknn", "AdvKnn", "askknn.attacks.advknn:build", tuned=True, cascade=3, paper=True,
+                            swept=True))
 register_attack(AttackEntry("dknn_atk", "DkNN-Atk", "askknn.attacks.dknn_attack:build", tuned=True, cascade=1,
                             paper=True, swept=True))
 register_attack(AttackEntry("ask_apgd", "ASK-APGD", "askknn.attacks.ask_apgd:build", images="worst_case",
                             equal_passes=True))
-register_attack(AttackEntry("sw20", "SW20", "askknn.attacks.sw20:build", images="worst_case", cascade=2))
+register_attack(AttackEntry("sw20", "SW20", "askknn.attacks.sw20:build", tuned=True, images="worst_case", cascade=2))
 
 register_method(MethodEntry("at", "AT", paper=True))
 register_method(MethodEntry("at_wide", "AT (G2 budget)"))

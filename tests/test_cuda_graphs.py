@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -114,6 +115,12 @@ def test_map_tensors_rebuilds_contexts_and_lists_their_tensors_in_order():
     assert [t.shape for t in tensors_in(copy)] == [(2, 3), (2, 3), (2,)]
     assert all(torch.equal(u, v) and u is not v for u, v in zip(tensors_in(copy), tensors_in(context)))
     assert copy[0]["conv4"][2] is None and type(copy[0]["conv4"][1]) is type(context[0]["conv4"][1])
+
+    from askknn.attacks.sw20 import SW20References   # a NamedTuple context
+    refs = SW20References(np.array([1]), np.array([[2, 3]]), torch.tensor([-1.0, 1.0]), {"conv4": (a, b, y)})
+    rebuilt = map_tensors(torch.clone, refs)
+    assert type(rebuilt) is SW20References and len(tensors_in(rebuilt)) == 4
+    assert torch.equal(rebuilt.layers["conv4"][0], a) and rebuilt.layers["conv4"][0] is not a
 
 
 @pytest.mark.parametrize("asked, device, graphed", [(True, "cuda", True), (True, "cpu", False),

@@ -25,7 +25,8 @@ CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "
        "ask": {"k_pos": 5, "k_neg": 5, "tau_grid": {"cosine": [0.01, 0.1], "l2": [0.3]}, "omega_grid": [0.5]},
        "dknn_atk": {"guides": "k", "steepness_grid": {"cosine": [4.0], "l2": [1.0]}, "optimizer": "sign",
                     "adam_lr": 0.01, "adam_steps": 10},
-       "advknn": {"lam_single": 20.0, "lam_multi": 0.3}, "sw20": {"reselect": 2},
+       "advknn": {"lam_single": 20.0, "lam_multi": 0.3, "lam_grid": [0.0, 20.0]},
+       "sw20": {"reselect": 2, "guides_grid": [1, 3, 4]},
        "ask_apgd": {"steps": 4, "restarts": 2, "restart": "best"}}
 
 
@@ -133,7 +134,15 @@ def test_advknn_runs_use_the_block_trained_with_their_lambda(digits, digits_mode
     suite = make_suite(digits, digits_model, digits_bank)
     for layers, lam in ((["conv4"], 20.0), (LAYERS, 0.3)):
         make, grid = suite.factory("advknn", layers, "cosine", 8, {})
-        assert make(0).block.lam == lam and grid == []
+        assert grid == [{"lam": 0.0}, {"lam": 20.0}]   # the attack's lam is tuned, whatever the block's
+        assert all(make(0, **h).block.lam == lam and make(0, **h).lam == h["lam"] for h in grid)
+
+
+def test_sw20_tunes_its_guides_per_class_from_a_majority_of_k_up(digits, digits_model, digits_bank):
+    suite = make_suite(digits, digits_model, digits_bank, k=5)
+    make, grid = suite.factory("sw20", ["conv4"], "cosine", 8, {})
+    assert grid == [{"half": 3}, {"half": 4}]   # 1 raised to (K + 1) // 2 = 3, and 3 kept once
+    assert make(0, half=4).half == 4
 
 
 def test_thresholds_come_from_held_out_features(digits, digits_model, digits_bank):
@@ -184,7 +193,7 @@ def test_the_pooled_test_sums_the_discordant_pairs_of_every_seed_and_needs_every
     # one seed the other way: a pooled test that rejects is not enough
     split = pooled_claim_verdict([pair(12, 1), pair(12, 0), pair(1, 3)], "higher")
     assert split["p_value"] < 0.001 and not split["seeds_agree"]
-    assert split["verdict"].startswith("not resolved") and "seeds disagree" in split["verdict"]
+    assert split["verdict"].startswith("not resolved") and "same non-zero sign" in split["verdict"]
     # Holm keeps the sign rule
     assert holm([{**split, "claim": "higher"}])[0]["verdict"].startswith("not resolved")
     # one training seed: however small the p-value, not a verdict on the training method
@@ -226,6 +235,7 @@ def test_the_worst_case_cascade_attacks_only_images_every_earlier_attack_failed_
     suite = make_suite(digits, digits_model, digits_bank)
     suite.data = EvaluationToo(digits)
     suite.tuned[("dknn_atk", ("conv4",), "cosine")] = {"steepness": 4.0}
+    suite.tuned[("sw20", ("conv4",), "cosine")] = {"half": 3}
     robust = np.arange(60) % 3 != 0          # pretend earlier attacks fooled every third image
     result = worst_case(suite, ["conv4"], "cosine", 26, robust, attacks=("dknn_atk", "sw20"))
     first, second = result["attacks"]["dknn_atk"], result["attacks"]["sw20"]

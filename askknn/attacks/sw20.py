@@ -31,8 +31,9 @@ of eps/4) and none of that machinery:
   (the original's smallest-norm rule has nothing left to choose); an input never misclassified
   keeps its lowest-objective point since the last re-selection (values against other guides and
   thresholds are not comparable), the last iterate included;
-- m is chosen by the caller (`build` below: at least (K + 1) // 2 guides of each class, the
-  fewest the original uses, since fewer cannot outvote the true class), m // 2 guides of each class.
+- m is chosen by the caller (`build` below tunes m // 2, the guides of each class, on held-out
+  images, at least (K + 1) // 2, the fewest the original uses, since fewer cannot outvote the true
+  class).
 
 All reference features come from the stored bank; only x' goes through the network, once per step,
 up to the deepest attacked layer; the re-selections and judgements reuse that pass's features.
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from askknn.attacks.base import Attack
-from askknn.attacks.dknn_attack import guide_count, in_geometry
+from askknn.attacks.dknn_attack import in_geometry
 from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
 from askknn.shared import METRICS, ParamError, choice
@@ -180,12 +181,12 @@ class SW20Attack(Attack):
 
 
 def build(suite, layers, metric: str, eps: int):
-    """The registry's builder: SW20 with at least a majority of K guides on each side, (K + 1) // 2,
-    the fewest the original uses (m // 2 of DkNN-Atk's m when that is more), and the DkNN's K
-    (nothing to tune)."""
-    guides = 2 * max(guide_count(suite.cfg["dknn_atk"], suite.k) // 2, (suite.k + 1) // 2)
+    """The registry's builder: SW20 with the DkNN's K and its grid, the guides per class (m // 2) of
+    attacks.sw20.guides_grid, each raised to at least a majority of K, (K + 1) // 2, the fewest the
+    original uses (fewer cannot outvote the true class)."""
+    cfg = suite.cfg["sw20"]
 
-    def make(seed):
-        return SW20Attack(suite.bank, layers, metric=metric, guides=guides, k=suite.k,
-                          reselect=suite.cfg["sw20"]["reselect"], seed=seed, **suite.budget(eps))
-    return make, []
+    def make(seed, half):
+        return SW20Attack(suite.bank, layers, metric=metric, guides=2 * half, k=suite.k, reselect=cfg["reselect"],
+                          seed=seed, **suite.budget(eps))
+    return make, [{"half": h} for h in sorted({max(h, (suite.k + 1) // 2) for h in cfg["guides_grid"]})]

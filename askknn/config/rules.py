@@ -97,6 +97,7 @@ def share_problems(p: Preset) -> list[str]:
     within_share("attacks.ask.k_neg", [p.attacks.ask.k_neg], True)
     if p.attacks.dknn_atk.guides != "k":
         within_share("attacks.dknn_atk.guides", [p.attacks.dknn_atk.guides], True)
+    within_share("attacks.sw20.guides_grid", p.attacks.sw20.guides_grid, False)
     for key in ("k_values", "k_pos_values", "k_neg_values"):
         within_share(f"experiments.{key}", getattr(p.experiments, key), False)
     return out

@@ -164,6 +164,8 @@ class AdvKnn(Section):
     lr: Positive = doc("its learning rate")
     lam_single: number(0, 1e6) = doc("CE weight of the block used against one layer")
     lam_multi: number(0, 1e6) = doc("CE weight of the block used against several layers")
+    lam_grid: Annotated[list[number(0, 1e6)], BeforeValidator(nonempty)] = doc(
+        "the attack's CE weight tried when tuning (0: the KL to the clean kNN histogram alone)")
 
 
 class AskAPGD(Section):
@@ -180,6 +182,9 @@ class SW20(Section):
     reselect: integer(1, 10**6) = doc(
         "steps between re-selections of the target, guides and thresholds at the current x' (when the DkNN "
         "also judges x' to keep the best point); 4 of 20 steps: the original's 100 of 500 iterations")
+    guides_grid: Annotated[list[Count], BeforeValidator(nonempty)] = doc(
+        "guides per class (m // 2) tried when tuning, each raised to at least (K + 1) // 2; at most a class's "
+        "share of the bank")
 
 
 class Attacks(Section):
@@ -188,8 +193,9 @@ class Attacks(Section):
     steps: Steps = doc("steps of every iterative attack")
     step_fraction: number(0, 1, low_open=True) = doc("step = step_fraction x eps for every iterative attack "
                                                      "and Table 5's PGD (0.25: the paper's 2/255 at 8/255)")
-    tuning_size: Count = doc("held-out images (from data.val_size) on which tau, omega and the steepness are "
-                             "tuned; never evaluated ones")
+    tuning_size: Count = doc("held-out images (from data.val_size) on which every attack's grid is tuned "
+                             "(ASK-Atk's tau and omega, DkNN-Atk's steepness, AdvKnn's lam, SW20's guides); "
+                             "never evaluated ones")
     random_starts: integer(1, 10**3) = doc("random starts of Table 1's ASK-Atk cells")
     seed: Seed = doc("seed of every attack run's generator")
     cuda_graphs: Bool = doc("on CUDA, replay an attack's steps as one CUDA graph per batch (the references "

@@ -13,8 +13,7 @@ from askknn.report.common import (
 
 def advknn_block(params, verdicts) -> str:
     rows, n_val = {}, metrics("", "data")["val_images"]
-    for method, metric in [("at", m) for m in params["dknn"]["metrics"]] + [(m, "cosine") for m in METHOD_NAMES
-                                                                           if m != "at"]:
+    for method, metric in [(m, metric) for m in METHOD_NAMES for metric in params["dknn"]["metrics"]]:
         blocks = metrics("advknn", f"{method}_{metric}")
         for block in ("single", "multi"):
             rows[f"{METHOD_NAMES[method]}, {metric}, lambda = {blocks[block]['lam']:g} ({block}-layer attacks)"] = {

@@ -16,7 +16,10 @@ from askknn.runtime import layer_set_name
 OMEGA_BOUND = " (near omega's bound: 0 or 1 attacks one layer alone)"
 LIMITS = {("omega", "below"): OMEGA_BOUND, ("omega", "above"): OMEGA_BOUND,
           ("steepness", "below"): " (towards a fixed attack: a flatter sigmoid only rescales the gradient, which "
-                                  "sign steps ignore; a lead near 0 says it is reached)"}
+                                  "sign steps ignore; a lead near 0 says it is reached)",
+          ("lam", "below"): " (at 0 the KL term alone: nothing lies below)",
+          ("lam", "above"): " (towards the CE term alone)",
+          ("half", "below"): " (at (K + 1) // 2: fewer guides cannot outvote the true class)"}
 
 
 def edge_direction(cell: dict) -> str:
