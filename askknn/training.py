@@ -4,23 +4,20 @@ loss = CE(f(PGD(x)), y) + extra_term(...). Every epoch draws its randomness from
 seed + epoch, and a checkpoint (model, optimizer, history; askknn.checkpoints) is written atomically
 after each epoch, so an interrupted run resumed from its checkpoint ends with the same weights.
 
-On CUDA the loop is made fast without changing what it computes on the CPU: the uint8 images live
-on the device and are converted and augmented there, the model runs channels_last with
-cudnn.benchmark and (train.precision: bf16) under bf16 autocast, while the losses stay in float32
-(askknn.losses); statistics accumulate on the device and are read once per epoch (no host
-synchronisation per batch). The epoch's permutation comes from the CPU generator (the same batches
-on every device and rank); random starts and augmentations are drawn on the device.
-With train.cuda_graphs each step is replayed as one CUDA graph (askknn.cuda_graphs).
+On CUDA, without changing what the CPU computes: the uint8 images live on the device and are
+converted and augmented there, the model runs channels_last with cudnn.benchmark and (train.precision:
+bf16) under bf16 autocast, the losses in float32 (askknn.losses); statistics are read once per epoch.
+The epoch's permutation comes from the CPU generator (the same batches on every device and rank);
+random starts and augmentations are drawn on the device. train.cuda_graphs replays each step as one
+CUDA graph (askknn.cuda_graphs).
 
-Under torchrun (askknn.distributed) the model is wrapped in DistributedDataParallel and every pass
-whose gradient trains it, the loss terms' included, goes through the wrapper's forward (the only
-path that synchronises gradients); attacks use the bare module, as they only need input gradients.
-train.batch_size is the batch of one process: with W processes the global batch is W x batch_size
-and the learning rate W x lr (linear scaling, Goyal et al. 2017), which rank 0 states at the start.
-Each rank takes its slice of every global batch of the same epoch permutation, BatchNorm is
-synchronised on CUDA (SyncBatchNorm), losses and held-out metrics are summed over the ranks, and rank
-0 alone reads and writes the checkpoint, which records the world size and the global batch. A single
-process skips all of it and computes what it always did.
+Under torchrun (askknn.distributed) every pass whose gradient trains the model, the loss terms'
+included, goes through the DistributedDataParallel wrapper's forward (the only path that
+synchronises gradients); attacks use the bare module. train.batch_size is one process's batch: with
+W processes the global batch is W x batch_size and the learning rate W x lr (linear scaling, Goyal
+et al. 2017). Each rank takes its slice of every global batch, BatchNorm is synchronised on CUDA,
+losses and held-out metrics are summed over the ranks, and rank 0 alone reads and writes the
+checkpoint, which records the world size and the global batch.
 """
 from __future__ import annotations
 
@@ -35,10 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from askknn.attacks.pgd import PGD
-from askknn.checkpoints import CheckpointMismatch as CheckpointMismatch   # re-exported: checkpoints were defined here
-from askknn.checkpoints import check_layout as check_layout
 from askknn.checkpoints import load_checkpoint, save_checkpoint
-from askknn.checkpoints import read_checkpoint as read_checkpoint
 from askknn.cuda_graphs import graphed_or_eager
 from askknn.data import PreparedData, to_float
 from askknn.distributed import all_sum, broadcast_buffers, is_main, rank_and_world
@@ -75,15 +69,12 @@ class TrainConfig:
                    train_mode=self.attack_mode == "train")
 
     def held_out_pgd(self) -> PGD:
-        """The held-out check after each epoch (and the sign of catastrophic overfitting): PGD at the AT
-        budget with the evaluation attacks' step, eps/4, whatever step the training attack takes (fast
-        AT's 1.25 eps would only jump between corners of the ball)."""
+        """The held-out check after each epoch: PGD at the AT budget, step eps/4 as every evaluation's."""
         return PGD(self.eps / 255, steps=self.val_pgd_steps, step_size=self.eps / 4 / 255,
                    train_mode=self.attack_mode == "train")
 
     def training_pgd(self) -> PGD:
-        """The attack the model trains on: PGD at the AT budget, or at_wide's wider one. Held-out
-        metrics always use the AT budget, so every method's curves are comparable."""
+        """The training attack: PGD at the AT budget or at_wide's wider one (held-out metrics: the AT budget)."""
         if self.wide_attack is None:
             return self.pgd()
         w = self.wide_attack
@@ -141,11 +132,10 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size: int = 500,
              device="cpu") -> dict[str, float]:
-    """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack`; there an image
-    counts as correct only if it is classified correctly clean and under attack, the rule of every
-    robust accuracy here. Sums stay on the device (float64, the precision of the Python floats they
-    replace) and are read once. Under torchrun each rank evaluates every world-th image and the sums
-    are added over the ranks."""
+    """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack` (then an image
+    counts if classified correctly clean and under attack). Sums stay on the device (float64, the
+    precision of the Python floats they replace) and are read once. Under torchrun each rank
+    evaluates every world-th image and the sums are added over the ranks."""
     rank, world = rank_and_world()
     n, x_u8, y = len(y), x_u8[rank::world], y[rank::world]
     model.eval()

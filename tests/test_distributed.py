@@ -22,7 +22,8 @@ from askknn.io import load_torch, save_torch
 from askknn.losses import snn_loss
 from askknn.models import create_model
 from askknn.params import preset_config
-from askknn.training import CheckpointMismatch, TrainConfig, load_checkpoint, train_model
+from askknn.checkpoints import CheckpointMismatch
+from askknn.training import TrainConfig, load_checkpoint, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
