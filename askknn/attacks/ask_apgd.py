@@ -63,6 +63,7 @@ def halves(raised: torch.Tensor, span: int, rho: float, halved_then: torch.Tenso
     not risen since (Croce & Hein 2020, Sec. 3.2)."""
     return (raised < rho * span) | (~halved_then & (f_best == f_best_then))
 
+
 class ASKAPGDAttack(ASKAttack):
     """Non-targeted ASK-APGD on the DkNN layers `layers`, judged between restarts by the DkNN of K = `k`.
 
