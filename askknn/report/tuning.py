@@ -18,7 +18,7 @@ LIMITS = {("omega", "below"): OMEGA_BOUND, ("omega", "above"): OMEGA_BOUND,
           ("steepness", "below"): " (towards a fixed attack: a flatter sigmoid only rescales the gradient, which "
                                   "sign steps ignore; a lead near 0 says it is reached)",
           ("lam", "below"): " (at 0 the KL term alone: nothing lies below)",
-          ("lam", "above"): " (towards the CE term alone, which 1000 nearly is: a lead near 0 says it is reached)",
+          ("lam", "above"): " (towards the CE term alone: a lead near 0 says it is reached)",
           ("half", "below"): " (at (K + 1) // 2: fewer guides cannot outvote the true class)"}
 
 
