@@ -96,14 +96,15 @@ def knn_histograms(bank: FeatureBank, layers, k: int, metric: str) -> dict[str, 
 
 
 def block_loss(logits: dict[str, torch.Tensor], histograms: dict[str, torch.Tensor],
-               labels: dict[str, torch.Tensor], lam: float) -> torch.Tensor:
-    """Per example sum_l KL(q_l || softmax g_l) + lam * CE(g_l, kNN label): the block's training
-    loss (minimised) and the attack's objective (maximised)."""
+               labels: dict[str, torch.Tensor], ce_weight: float, kl_weight: float = 1.0) -> torch.Tensor:
+    """Per example sum_l kl_weight * KL(q_l || softmax g_l) + ce_weight * CE(g_l, label): the
+    block's training loss (minimised; kl_weight 1, ce_weight its lam) and the attack's objective
+    (maximised)."""
     total = 0
     for layer, g in logits.items():
         log_p = F.log_softmax(g, dim=1)
         kl = F.kl_div(log_p, histograms[layer], reduction="none").sum(1)   # 0 log 0 = 0
-        total = total + kl + lam * F.nll_loss(log_p, labels[layer], reduction="none")
+        total = total + kl_weight * kl + ce_weight * F.nll_loss(log_p, labels[layer], reduction="none")
     return total
 
 

@@ -132,28 +132,28 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, attack=None, batch_size: int = 500,
              device="cpu") -> dict[str, float]:
-    """Mean CE loss and accuracy of the DNN on uint8 images, optionally under `attack` (then an image
-    counts if classified correctly clean and under attack). Sums stay on the device (float64, the
-    precision of the Python floats they replace) and are read once. Under torchrun each rank
-    evaluates every world-th image and the sums are added over the ranks."""
+    """Mean CE loss and accuracy of the DNN on uint8 images and, with `attack`, its robust accuracy
+    (correct clean and under attack). Sums stay on the device (float64, the precision of the Python
+    floats they replace), read once; under torchrun each rank takes every world-th image."""
     rank, world = rank_and_world()
     n, x_u8, y = len(y), x_u8[rank::world], y[rank::world]
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct, robust = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
     for start in range(0, len(y), batch_size):
         x = to_float(x_u8[start:start + batch_size].to(device, non_blocking=True))
         t = y[start:start + batch_size].to(device, non_blocking=True)
-        right = torch.ones_like(t, dtype=torch.bool)
-        if attack is not None:
-            right = model(x).argmax(1) == t
-            with torch.enable_grad():
-                x = attack(model, x, t)
         logits = model(x)
         loss += F.cross_entropy(logits, t, reduction="sum").double()
-        correct += ((logits.argmax(1) == t) & right).sum()
-    all_sum(loss, correct)
-    return {"loss": loss.item() / n, "accuracy": correct.item() / n}
+        right = logits.argmax(1) == t
+        correct += right.sum()
+        if attack is not None:
+            with torch.enable_grad():
+                x_adv = attack(model, x, t)
+            robust += ((model(x_adv).argmax(1) == t) & right).sum()
+    all_sum(loss, correct, robust)
+    scores = {"loss": loss.item() / n, "accuracy": correct.item() / n}
+    return scores if attack is None else {**scores, "robust_accuracy": robust.item() / n}
 
 
 @dataclass
@@ -260,13 +260,12 @@ def epoch_record(loop: TrainLoop, epoch: int, total: torch.Tensor, n: int, epoch
     """The epoch's history entry: the training loss summed over the ranks, held-out clean and PGD metrics."""
     all_sum(total)
     broadcast_buffers(loop.model)
-    clean = evaluate(loop.model, x_val, y_val, device=loop.device)
-    robust = evaluate(loop.model, x_val, y_val, val_attack, device=loop.device)
+    held_out = evaluate(loop.model, x_val, y_val, val_attack, device=loop.device)
     cfg, world = loop.cfg, loop.world
     return {"epoch": epoch + 1, "lr": cfg.lr_at(epoch, world), "global_batch": cfg.global_batch(world),
             "train_loss": total.item() / n,
-            "val_loss": clean["loss"], "val_clean_accuracy": clean["accuracy"],
-            "val_pgd_accuracy": robust["accuracy"], "epoch_seconds": epoch_time}
+            "val_loss": held_out["loss"], "val_clean_accuracy": held_out["accuracy"],
+            "val_pgd_accuracy": held_out["robust_accuracy"], "epoch_seconds": epoch_time}
 
 
 def train_model(model, data: PreparedData, cfg: TrainConfig, checkpoint: Path, extra_term: ExtraTerm | None = None,

@@ -174,9 +174,22 @@ def test_training_lowers_the_loss_and_the_blocks_round_trip(digits_bank, block, 
 
 
 def test_the_attack_ascends_the_loss_its_block_was_trained_with(digits_bank, block):
-    assert AdvKnnAttack(block, digits_bank, ["conv4"], EPS).block.lam == block.lam
+    attack = AdvKnnAttack(block, digits_bank, ["conv4"], EPS)
+    assert attack.block.lam == block.lam and attack.ce_share == pytest.approx(0.3 / 1.3)   # KL + 0.3 CE
     with pytest.raises(ParamError, match="lam = -1"):
         train_knn_block(digits_bank, ["conv4"], epochs=1, lam=-1.0)
+    with pytest.raises(ParamError, match=r"ce_share = 1.5 must lie in \[0, 1\]"):
+        AdvKnnAttack(block, digits_bank, ["conv4"], EPS, ce_share=1.5)
+
+
+def test_the_attack_objective_is_the_share_weighted_kl_and_ce(digits_model, digits_eval, digits_bank, block):
+    x, y = digits_eval
+    parts = {}
+    for share in (0.0, 0.25, 1.0):
+        attack = AdvKnnAttack(block, digits_bank, LAYERS, EPS, ce_share=share)
+        parts[share] = attack.loss(digits_model, x, y, attack.prepare(digits_model, x, y))
+    assert torch.allclose(parts[0.25], 0.75 * parts[0.0] + 0.25 * parts[1.0], atol=1e-5)
+    assert not torch.allclose(parts[0.0], parts[1.0])
 
 
 @pytest.mark.parametrize("change, name", [

@@ -25,7 +25,7 @@ CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "
        "ask": {"k_pos": 5, "k_neg": 5, "tau_grid": {"cosine": [0.01, 0.1], "l2": [0.3]}, "omega_grid": [0.5]},
        "dknn_atk": {"guides": "k", "steepness_grid": {"cosine": [4.0], "l2": [1.0]}, "optimizer": "sign",
                     "adam_lr": 0.01, "adam_steps": 10},
-       "advknn": {"lam_single": 20.0, "lam_multi": 0.3, "lam_grid": [0.0, 20.0]},
+       "advknn": {"lam_single": 20.0, "lam_multi": 0.3, "ce_share_grid": [0.0, 0.95]},
        "sw20": {"reselect": 2, "guides_grid": [1, 3, 4]},
        "ask_apgd": {"steps": 4, "restarts": 2, "restart": "best"}}
 
@@ -134,8 +134,8 @@ def test_advknn_runs_use_the_block_trained_with_their_lambda(digits, digits_mode
     suite = make_suite(digits, digits_model, digits_bank)
     for layers, lam in ((["conv4"], 20.0), (LAYERS, 0.3)):
         make, grid = suite.factory("advknn", layers, "cosine", 8, {})
-        assert grid == [{"lam": 0.0}, {"lam": 20.0}]   # the attack's lam is tuned, whatever the block's
-        assert all(make(0, **h).block.lam == lam and make(0, **h).lam == h["lam"] for h in grid)
+        assert grid == [{"ce_share": 0.0}, {"ce_share": 0.95}]   # the attack's share is tuned, whatever the block's
+        assert all(make(0, **h).block.lam == lam and make(0, **h).ce_share == h["ce_share"] for h in grid)
 
 
 def test_sw20_tunes_its_guides_per_class_from_a_majority_of_k_up(digits, digits_model, digits_bank):
@@ -382,6 +382,16 @@ def test_an_edge_choice_says_where_a_stronger_value_may_lie_and_names_a_limit_of
     high = {**low, "chosen": {"steepness": 4.0}}
     assert edge_direction(high) == "steepness: above the grid"   # no limit that way
     assert edge_direction({**low, "on_grid_edge": []}) == "no"
+
+
+def test_an_edge_choice_at_the_end_of_its_range_is_not_an_open_edge():
+    from askknn.report.tuning import edge_direction, open_edges
+    grid = [{"ce_share": s, "dknn_accuracy": acc} for s, acc in ((0.0, 0.5), (0.99, 0.3), (1.0, 0.2))]
+    at_end = {"on_grid_edge": ["ce_share"], "grid": grid, "chosen": {"ce_share": 1.0}}
+    assert open_edges(at_end) == [] and "nothing lies above" in edge_direction(at_end)
+    short = {"on_grid_edge": ["ce_share"], "grid": grid[:2], "chosen": {"ce_share": 0.99}}
+    assert open_edges(short) == ["ce_share"]
+    assert edge_direction(short) == "ce_share: above the grid (towards 1, the CE term alone)"
 
 
 def test_a_mean_over_seeds_is_shown_only_for_several_seeds():

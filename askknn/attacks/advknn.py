@@ -13,26 +13,30 @@ import torch
 
 from askknn.attacks.base import Attack
 from askknn.bank import FeatureBank
-from askknn.knn_blocks import KNNBlock, block_loss, check_lambda, knn_votes, load_blocks
+from askknn.knn_blocks import KNNBlock, block_loss, knn_votes, load_blocks
 from askknn.shared import METRICS, ParamError, choice
 
 
 class AdvKnnAttack(Attack):
-    """AdvKnn on the DkNN layers `layers`: sign-gradient ascent of sum_l KL(q_l(x) || softmax
-    g_l(x')) + lam * CE(g_l(x'), y), with q_l(x) the clean input's real K-NN histogram from the
-    bank, y the true label (every attack is given it; the original ascends away from the clean
-    kNN majority label, which on a misclassified image pushes towards the true class) and g_l the
-    trained block's head. lam defaults to the weight the block was trained with (one block per
-    lambda: the original uses 20 for one layer and 0.3 for several); the attack's lam is tuned like
-    every attack's open hyper-parameters (attacks.advknn.lam_grid, stage tune), since the objective
-    that trains the block need not be the one that best fools the DkNN through it."""
+    """AdvKnn on the DkNN layers `layers`: sign-gradient ascent of sum_l (1 - ce_share) *
+    KL(q_l(x) || softmax g_l(x')) + ce_share * CE(g_l(x'), y), with q_l(x) the clean input's real
+    K-NN histogram from the bank, y the true label (every attack is given it; the original ascends
+    away from the clean kNN majority label, which on a misclassified image pushes towards the true
+    class) and g_l the trained block's head. The original's weighting, KL + lam * CE, is ce_share =
+    lam / (1 + lam) up to a positive factor, which sign steps ignore; written as a share, both pure
+    objectives lie on the grid (0: the KL alone, 1: the CE alone). ce_share defaults to the share
+    of the lam the block was trained with (one block per lam: the original uses 20 for one layer
+    and 0.3 for several); the attack's share is tuned like every attack's open hyper-parameters
+    (attacks.advknn.ce_share_grid, stage tune), since the objective that trains the block need not
+    be the one that best fools the DkNN through it."""
 
     def __init__(self, block: KNNBlock, bank: FeatureBank, layers, eps: float, k: int = 5, metric: str = "cosine",
                  steps: int = 20, step_size: float = 2 / 255, random_start: bool = True,
-                 seed: int | None = None, lam: float | None = None):
+                 seed: int | None = None, ce_share: float | None = None):
         super().__init__(eps, steps, step_size, random_start, seed=seed)
-        self.lam = block.lam if lam is None else lam
-        check_lambda(self.lam)
+        self.ce_share = block.lam / (1 + block.lam) if ce_share is None else ce_share
+        if not 0 <= self.ce_share <= 1:
+            raise ParamError(f"ce_share = {ce_share} must lie in [0, 1] (0: the KL term alone, 1: the CE term alone)")
         if not layers:
             raise ParamError("layers is empty; AdvKnn needs at least one layer")
         choice("metric", metric, METRICS)
@@ -53,19 +57,20 @@ class AdvKnnAttack(Attack):
 
     def loss(self, model, x_adv, y, context) -> torch.Tensor:
         hist, labels = context
-        return block_loss(self.block(model.features(x_adv, self.layers)), hist, labels, self.lam)
+        return block_loss(self.block(model.features(x_adv, self.layers)), hist, labels,
+                          ce_weight=self.ce_share, kl_weight=1 - self.ce_share)
 
 
 def build(suite, layers, metric: str, eps: int):
     """The registry's builder: AdvKnn with the suite's model's kNN block for this metric (stage
     advknn_block), the one trained with lam_single for one layer, lam_multi for several, and its
-    grid (the attack's CE weight lam)."""
+    grid (the CE term's share of the attack's objective)."""
     path = suite.block_path(metric)
     if not path.exists():
         raise ParamError(f"{path} is missing; run the advknn_block stage first (dvc repro advknn_block@{metric})")
     block = load_blocks(path)["single" if len(layers) == 1 else "multi"]
 
-    def make(seed, lam):
-        return AdvKnnAttack(block, suite.bank, layers, k=suite.k, metric=metric, seed=seed, lam=lam,
+    def make(seed, ce_share):
+        return AdvKnnAttack(block, suite.bank, layers, k=suite.k, metric=metric, seed=seed, ce_share=ce_share,
                             **suite.budget(eps))
-    return make, [{"lam": lam} for lam in suite.cfg["advknn"]["lam_grid"]]
+    return make, [{"ce_share": share} for share in suite.cfg["advknn"]["ce_share_grid"]]

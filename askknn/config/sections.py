@@ -164,8 +164,9 @@ class AdvKnn(Section):
     lr: Positive = doc("its learning rate")
     lam_single: number(0, 1e6) = doc("CE weight of the block used against one layer")
     lam_multi: number(0, 1e6) = doc("CE weight of the block used against several layers")
-    lam_grid: Annotated[list[number(0, 1e6)], BeforeValidator(nonempty)] = doc(
-        "the attack's CE weight tried when tuning (0: the KL to the clean kNN histogram alone)")
+    ce_share_grid: Annotated[list[number(0, 1)], BeforeValidator(nonempty)] = doc(
+        "the CE term's share of the attack's objective, (1 - s) KL + s CE, tried when tuning (0: the KL to the "
+        "clean kNN histogram alone, 1: the CE alone; the original's KL + lam CE is s = lam / (1 + lam))")
 
 
 class AskAPGD(Section):
@@ -194,7 +195,7 @@ class Attacks(Section):
     step_fraction: number(0, 1, low_open=True) = doc("step = step_fraction x eps for every iterative attack "
                                                      "and Table 5's PGD (0.25: the paper's 2/255 at 8/255)")
     tuning_size: Count = doc("held-out images (from data.val_size) on which every attack's grid is tuned "
-                             "(ASK-Atk's tau and omega, DkNN-Atk's steepness, AdvKnn's lam, SW20's guides); "
+                             "(ASK-Atk's tau and omega, DkNN-Atk's steepness, AdvKnn's CE share, SW20's guides); "
                              "never evaluated ones")
     random_starts: integer(1, 10**3) = doc("random starts of Table 1's ASK-Atk cells")
     seed: Seed = doc("seed of every attack run's generator")

@@ -17,19 +17,34 @@ OMEGA_BOUND = " (near omega's bound: 0 or 1 attacks one layer alone)"
 LIMITS = {("omega", "below"): OMEGA_BOUND, ("omega", "above"): OMEGA_BOUND,
           ("steepness", "below"): " (towards a fixed attack: a flatter sigmoid only rescales the gradient, which "
                                   "sign steps ignore; a lead near 0 says it is reached)",
-          ("lam", "below"): " (at 0 the KL term alone: nothing lies below)",
-          ("lam", "above"): " (towards the CE term alone: a lead near 0 says it is reached)",
+          ("ce_share", "below"): " (towards 0, the KL term alone)",
+          ("ce_share", "above"): " (towards 1, the CE term alone)",
           ("half", "below"): " (at (K + 1) // 2: fewer guides cannot outvote the true class)"}
+# Values that end a hyper-parameter's range: a choice there is on the grid's edge with nothing beyond
+RANGE_ENDS = {("ce_share", 0.0): "the KL term alone", ("ce_share", 1.0): "the CE term alone"}
+
+
+def edge_side(cell: dict, key: str) -> str:
+    values = sorted({entry[key] for entry in cell["grid"]})
+    return "below" if cell["chosen"][key] == values[0] else "above"
+
+
+def open_edges(cell: dict) -> list[str]:
+    """The hyper-parameters on their grid's edge with room beyond it (not at the end of their range)."""
+    return [key for key in cell["on_grid_edge"] if (key, cell["chosen"][key]) not in RANGE_ENDS]
 
 
 def edge_direction(cell: dict) -> str:
-    """Per hyper-parameter on its grid's edge, the direction in which a stronger value may lie."""
+    """Per hyper-parameter on its grid's edge, the direction in which a stronger value may lie, or
+    the end of its range that it has reached."""
     words = []
     for key in cell["on_grid_edge"]:
-        values = sorted({entry[key] for entry in cell["grid"]})
-        side = "below" if cell["chosen"][key] == values[0] else "above"
-        bound = LIMITS.get((key, side), "")
-        words.append(f"{key}: {side} the grid{bound}")
+        value = cell["chosen"][key]
+        if (key, value) in RANGE_ENDS:
+            words.append(f"{key}: at the end of its range ({value:g}: {RANGE_ENDS[key, value]}), nothing lies "
+                         f"{edge_side(cell, key)}")
+        else:
+            words.append(f"{key}: {edge_side(cell, key)} the grid{LIMITS.get((key, edge_side(cell, key)), '')}")
     return ", ".join(words) or "no"
 
 
@@ -52,19 +67,20 @@ def edge_lead(cell: dict) -> str:
 
 
 def tuning(params, verdicts) -> str:
-    rows = []
+    rows, on_edge = [], 0
     for method, label in METHOD_NAMES.items():
         for c in metrics("tuning", method)["cells"]:
+            on_edge += bool(open_edges(c))
             rows.append({"model": label, "attack": ATTACK_NAMES[c["attack"]], "layers": layer_set_name(c["layers"]),
                          "metric": c["metric"], "chosen": ", ".join(f"{k} = {v}" for k, v in c["chosen"].items()),
                          "on the grid's edge": edge_direction(c), "lead over the inward value (points)": edge_lead(c),
                          "spread over the grid (points)": f"{100 * spread(c):.1f}", "tuning images": c["images"]})
-    on_edge = sum(r["on the grid's edge"] != "no" for r in rows)
     n = rows[0]["tuning images"] if rows else 0
     return ("## Tuned hyper-parameters (held-out training images; lowest DkNN accuracy wins)\n\n"
-            f"{on_edge} of {len(rows)} choices lie on the edge of their grid: a stronger value may lie beyond it, in "
-            "the direction given, so a comparison with that attack may favour the other one. The lead over the "
-            "inward value says by how much the edge value beat its neighbour on the grid, and the spread how far "
+            f"{on_edge} of {len(rows)} choices lie on an edge of their grid with room beyond it (not at the end of "
+            "the hyper-parameter's range): a stronger value may lie beyond it, in the direction given, so a "
+            "comparison with that attack may favour the other one. The lead over the inward value says by how "
+            "much the edge value beat its neighbour on the grid, and the spread how far "
             f"apart the grid's best and worst entries are: on {n} tuning images a difference of a point or two "
             "is within the tuning set's noise, and there an edge choice says little. The tuner's curve of every "
             "cell is in `metrics/tuning/<method>.json`.\n\n"
