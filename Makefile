@@ -21,4 +21,4 @@ repro: install
 	. $(VENV)/bin/activate && dvc repro
 
 test: install
-	. $(VENV)/bin/activate && python -m pytest -q
+	. $(VENV)/bin/activate && python -m pytest -q -n auto

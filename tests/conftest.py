@@ -1,6 +1,7 @@
 """Shared fixtures: scikit-learn's digits, a small CNN trained on them in seconds, and its bank."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,22 @@ from askknn.dknn import DeepKNN
 from askknn.models import create_model
 
 LAYERS = ["conv3", "conv4"]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n`), the workers share the cores: each worker's torch, and the stages
+    the pipeline tests start, get their share of the threads instead of all of them each."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end runs first: under `-n` the longest tests start at once and the short ones
+    fill the other workers around them, instead of one long test starting last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

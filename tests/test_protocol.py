@@ -377,21 +377,26 @@ def test_an_edge_choice_says_where_a_stronger_value_may_lie_and_names_a_limit_of
     from askknn.report.tuning import edge_direction, edge_lead
     grid = [{"steepness": a, "dknn_accuracy": acc} for a, acc in ((0.25, 0.30), (1.0, 0.30), (4.0, 0.40))]
     low = {"on_grid_edge": ["steepness"], "grid": grid, "chosen": {"steepness": 0.25}}
-    assert edge_direction(low).startswith("steepness: below the grid (towards a fixed attack")
+    assert edge_direction(low, {}).startswith("steepness: below the grid (towards a fixed attack")
     assert edge_lead(low) == "steepness: 0.0"   # ties its neighbour: the curve is flat there
     high = {**low, "chosen": {"steepness": 4.0}}
-    assert edge_direction(high) == "steepness: above the grid"   # no limit that way
-    assert edge_direction({**low, "on_grid_edge": []}) == "no"
+    assert edge_direction(high, {}) == "steepness: above the grid"   # no limit that way
+    assert edge_direction({**low, "on_grid_edge": []}, {}) == "no"
 
 
 def test_an_edge_choice_at_the_end_of_its_range_is_not_an_open_edge():
-    from askknn.report.tuning import edge_direction, open_edges
+    from askknn.report.tuning import edge_direction, open_edges, range_ends
+    ends = range_ends({"dknn": {"k": 7}})
     grid = [{"ce_share": s, "dknn_accuracy": acc} for s, acc in ((0.0, 0.5), (0.99, 0.3), (1.0, 0.2))]
     at_end = {"on_grid_edge": ["ce_share"], "grid": grid, "chosen": {"ce_share": 1.0}}
-    assert open_edges(at_end) == [] and "nothing lies above" in edge_direction(at_end)
+    assert open_edges(at_end, ends) == [] and "nothing lies above" in edge_direction(at_end, ends)
     short = {"on_grid_edge": ["ce_share"], "grid": grid[:2], "chosen": {"ce_share": 0.99}}
-    assert open_edges(short) == ["ce_share"]
-    assert edge_direction(short) == "ce_share: above the grid (towards 1, the CE term alone)"
+    assert open_edges(short, ends) == ["ce_share"]
+    assert edge_direction(short, ends) == "ce_share: above the grid (towards 1, the CE term alone)"
+    guides = [{"half": h, "dknn_accuracy": acc} for h, acc in ((4, 0.3), (10, 0.4))]   # 4: a majority of K = 7
+    fewest = {"on_grid_edge": ["half"], "grid": guides, "chosen": {"half": 4}}
+    assert open_edges(fewest, ends) == [] and "nothing lies below" in edge_direction(fewest, ends)
+    assert open_edges(fewest, range_ends({"dknn": {"k": 5}})) == ["half"]   # 3 would be allowed
 
 
 def test_a_mean_over_seeds_is_shown_only_for_several_seeds():

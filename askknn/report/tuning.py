@@ -18,10 +18,14 @@ LIMITS = {("omega", "below"): OMEGA_BOUND, ("omega", "above"): OMEGA_BOUND,
           ("steepness", "below"): " (towards a fixed attack: a flatter sigmoid only rescales the gradient, which "
                                   "sign steps ignore; a lead near 0 says it is reached)",
           ("ce_share", "below"): " (towards 0, the KL term alone)",
-          ("ce_share", "above"): " (towards 1, the CE term alone)",
-          ("half", "below"): " (at (K + 1) // 2: fewer guides cannot outvote the true class)"}
-# Values that end a hyper-parameter's range: a choice there is on the grid's edge with nothing beyond
-RANGE_ENDS = {("ce_share", 0.0): "the KL term alone", ("ce_share", 1.0): "the CE term alone"}
+          ("ce_share", "above"): " (towards 1, the CE term alone)"}
+
+
+def range_ends(params) -> dict[tuple[str, float], str]:
+    """The values that end a hyper-parameter's range: a choice there is on its grid's edge with
+    nothing beyond. SW20's fewest guides per class is a majority of the DkNN's K (its builder's rule)."""
+    return {("ce_share", 0.0): "the KL term alone", ("ce_share", 1.0): "the CE term alone",
+            ("half", (params["dknn"]["k"] + 1) // 2): "a majority of K; fewer guides cannot outvote the true class"}
 
 
 def edge_side(cell: dict, key: str) -> str:
@@ -29,19 +33,19 @@ def edge_side(cell: dict, key: str) -> str:
     return "below" if cell["chosen"][key] == values[0] else "above"
 
 
-def open_edges(cell: dict) -> list[str]:
+def open_edges(cell: dict, ends: dict) -> list[str]:
     """The hyper-parameters on their grid's edge with room beyond it (not at the end of their range)."""
-    return [key for key in cell["on_grid_edge"] if (key, cell["chosen"][key]) not in RANGE_ENDS]
+    return [key for key in cell["on_grid_edge"] if (key, cell["chosen"][key]) not in ends]
 
 
-def edge_direction(cell: dict) -> str:
+def edge_direction(cell: dict, ends: dict) -> str:
     """Per hyper-parameter on its grid's edge, the direction in which a stronger value may lie, or
-    the end of its range that it has reached."""
+    the end of its range (`ends`, from range_ends) that it has reached."""
     words = []
     for key in cell["on_grid_edge"]:
         value = cell["chosen"][key]
-        if (key, value) in RANGE_ENDS:
-            words.append(f"{key}: at the end of its range ({value:g}: {RANGE_ENDS[key, value]}), nothing lies "
+        if (key, value) in ends:
+            words.append(f"{key}: at the end of its range ({value:g}: {ends[key, value]}), nothing lies "
                          f"{edge_side(cell, key)}")
         else:
             words.append(f"{key}: {edge_side(cell, key)} the grid{LIMITS.get((key, edge_side(cell, key)), '')}")
@@ -67,13 +71,14 @@ def edge_lead(cell: dict) -> str:
 
 
 def tuning(params, verdicts) -> str:
-    rows, on_edge = [], 0
+    rows, on_edge, ends = [], 0, range_ends(params)
     for method, label in METHOD_NAMES.items():
         for c in metrics("tuning", method)["cells"]:
-            on_edge += bool(open_edges(c))
+            on_edge += bool(open_edges(c, ends))
             rows.append({"model": label, "attack": ATTACK_NAMES[c["attack"]], "layers": layer_set_name(c["layers"]),
                          "metric": c["metric"], "chosen": ", ".join(f"{k} = {v}" for k, v in c["chosen"].items()),
-                         "on the grid's edge": edge_direction(c), "lead over the inward value (points)": edge_lead(c),
+                         "on the grid's edge": edge_direction(c, ends),
+                         "lead over the inward value (points)": edge_lead(c),
                          "spread over the grid (points)": f"{100 * spread(c):.1f}", "tuning images": c["images"]})
     n = rows[0]["tuning images"] if rows else 0
     return ("## Tuned hyper-parameters (held-out training images; lowest DkNN accuracy wins)\n\n"
