@@ -118,7 +118,7 @@ def test_thresholds_match_brute_force(metric, digits_bank, held_out):
 @pytest.mark.parametrize("change, name", [
     ({"guides": 61}, "guides"),
     ({"guides": 0}, "guides"),
-    ({"steepness": 0.0}, "steepness"),
+    ({"steepness": -1.0}, "steepness"),
     ({"optimizer": "lbfgs"}, "optimizer"),
     ({"metric": "manhattan"}, "metric"),
     ({"thresholds": {"conv3": 0.3}}, "thresholds"),
@@ -127,6 +127,28 @@ def test_dknn_attack_rejects_bad_parameters(change, name, digits_bank, threshold
     kwargs = {"thresholds": thresholds, "guides": 30, **change}
     with pytest.raises(ParamError, match=name):
         DkNNAttack(digits_bank, LAYERS, EPS, **kwargs)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_dknn_attack_at_steepness_zero_is_the_flat_sigmoids_limit(metric, digits_model, digits_eval, digits_bank,
+                                                                   held_out):
+    """a = 0 ascends the direction that a small a's gradient tends to, so sign steps take the same path."""
+    x, y = digits_eval
+    eta = dknn_thresholds(digits_bank, held_out, LAYERS, 5, metric)
+
+    def attack(a):
+        return DkNNAttack(digits_bank, LAYERS, EPS, eta, metric=metric, guides=5, steepness=a, seed=0)
+
+    def gradient(a):
+        x_in = x.clone().requires_grad_(True)
+        att = attack(a)
+        return torch.autograd.grad(att.loss(digits_model, x_in, y, att.prepare(digits_model, x, y)).sum(), x_in)[0]
+
+    flat, small, steep = gradient(0.0).flatten(1), gradient(1e-4).flatten(1), gradient(64.0).flatten(1)
+    assert torch.nn.functional.cosine_similarity(flat, small).min() > 0.999
+    assert torch.nn.functional.cosine_similarity(flat, steep).min() < 0.9   # a steep sigmoid weighs guides unequally
+    agree = (attack(0.0)(digits_model, x, y) == attack(1e-4)(digits_model, x, y)).float().mean()
+    assert agree > 0.99
 
 
 # ---------------------------------------------------------------- AdvKnn

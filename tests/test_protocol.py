@@ -377,7 +377,7 @@ def test_an_edge_choice_says_where_a_stronger_value_may_lie_and_names_a_limit_of
     from askknn.report.tuning import edge_direction, edge_lead
     grid = [{"steepness": a, "dknn_accuracy": acc} for a, acc in ((0.25, 0.30), (1.0, 0.30), (4.0, 0.40))]
     low = {"on_grid_edge": ["steepness"], "grid": grid, "chosen": {"steepness": 0.25}}
-    assert edge_direction(low, {}).startswith("steepness: below the grid (towards a fixed attack")
+    assert edge_direction(low, {}).startswith("steepness: below the grid (towards 0, the flat sigmoid's limit")
     assert edge_lead(low) == "steepness: 0.0"   # ties its neighbour: the curve is flat there
     high = {**low, "chosen": {"steepness": 4.0}}
     assert edge_direction(high, {}) == "steepness: above the grid"   # no limit that way
@@ -397,6 +397,10 @@ def test_an_edge_choice_at_the_end_of_its_range_is_not_an_open_edge():
     fewest = {"on_grid_edge": ["half"], "grid": guides, "chosen": {"half": 4}}
     assert open_edges(fewest, ends) == [] and "nothing lies below" in edge_direction(fewest, ends)
     assert open_edges(fewest, range_ends({"dknn": {"k": 5}})) == ["half"]   # 3 would be allowed
+    flat = {"on_grid_edge": ["steepness"], "grid": [{"steepness": 0.0, "dknn_accuracy": 0.2},
+                                                    {"steepness": 1.0, "dknn_accuracy": 0.3}],
+            "chosen": {"steepness": 0.0}}
+    assert open_edges(flat, ends) == [] and "the flat sigmoid's limit" in edge_direction(flat, ends)
 
 
 def test_a_mean_over_seeds_is_shown_only_for_several_seeds():

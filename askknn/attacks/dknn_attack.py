@@ -9,7 +9,10 @@ The attack pulls x' towards the guides at every attacked layer by maximising the
     sum_l sum_j sigmoid(a * (eta_l - ||z_l(x') - z_l(g_j)||_2)),
 
 z = features in the metric's geometry (L2-normalised for cosine), eta_l = the mean distance from
-held-out inputs to their K-th nearest bank point (`dknn_thresholds`). The guides' features come
+held-out inputs to their K-th nearest bank point (`dknn_thresholds`). As a -> 0 the gradient tends
+to a / 4 times that of minus the summed distances, whose direction sign steps follow whatever the
+scale: a = 0 stands for that limit, the end of the steepness range, and the attack then minimises
+sum_l sum_j ||z_l(x') - z_l(g_j)||_2. The guides' features come
 from the stored bank; only x' goes through the network, up to the deepest attacked layer.
 """
 from __future__ import annotations
@@ -59,7 +62,7 @@ def in_geometry(features: torch.Tensor, metric: str) -> torch.Tensor:
 class DkNNAttack(Attack):
     """DkNN-Atk on the DkNN layers `layers` within the l_inf ball of radius eps.
 
-    thresholds: {layer: eta_l} (see `dknn_thresholds`); guides: m; steepness: the sigmoid's a;
+    thresholds: {layer: eta_l} (see `dknn_thresholds`); guides: m; steepness: the sigmoid's a (0: its limit);
     optimizer: "sign" = the base class's sign steps (the ASK paper's 20-step budget) or "adam" =
     the original's Adam on w with x' = lo + (hi - lo) (tanh(w) + 1) / 2, lo/hi the clipped ball.
     """
@@ -76,8 +79,8 @@ class DkNNAttack(Attack):
         if guides < 1:
             raise ParamError(f"guides (m) = {guides} must be at least 1")
         bank.check(layers, guides, "guides (m)")
-        if steepness <= 0:
-            raise ParamError(f"steepness (a) = {steepness} must be positive")
+        if steepness < 0:
+            raise ParamError(f"steepness (a) = {steepness} must be >= 0 (0: the flat sigmoid's limit)")
         if adam_lr <= 0:
             raise ParamError(f"adam_lr = {adam_lr} must be positive")
         self.thresholds = per_layer("thresholds", thresholds, layers)
@@ -101,8 +104,14 @@ class DkNNAttack(Attack):
         for layer, (vectors, sq_norms) in guides.items():
             # the l2 similarity at tau = 1 is minus the plain distance, here in the metric's geometry
             dist = -similarity(in_geometry(feats[layer], self.metric), vectors, "l2", 1.0, ref_sq_norms=sq_norms)
-            total = total + torch.sigmoid(self.steepness * (self.thresholds[layer] - dist)).sum(1)
+            total = total + self.soft_count(self.thresholds[layer] - dist)
         return total
+
+    def soft_count(self, margin: torch.Tensor) -> torch.Tensor:
+        """sum_j sigmoid(a * margin_j) per image, or at a = 0 the summed margins (the limit's direction)."""
+        if self.steepness == 0:
+            return margin.sum(1)
+        return torch.sigmoid(self.steepness * margin).sum(1)
 
     def ascend(self, model, x, y, guides) -> torch.Tensor:
         if self.optimizer == "sign":

@@ -6,9 +6,9 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from askknn.config.rules import cross_field_problems
-from askknn.config.values import (Bool, Count, Counts, Eps, EpsList, Layer, Layers, Metric, Positive, Positives, Seed,
-                                  Seeds, Steps, Str, fail, guides_value, integer, nonempty, number, one_of,
-                                  optional_count)
+from askknn.config.values import (Bool, Count, Counts, Eps, EpsList, Layer, Layers, Metric, NonNegatives, Positive,
+                                  Positives, Seed, Seeds, Steps, Str, fail, guides_value, integer, nonempty, number,
+                                  one_of, optional_count)
 from askknn.datasets import DATASETS
 from askknn.models import list_models
 
@@ -139,6 +139,11 @@ class PerMetric(Section):
     l2: Positives = doc("values for the l2 metric")
 
 
+class SteepnessPerMetric(Section):
+    cosine: NonNegatives = doc("values for the cosine metric (0: the flat sigmoid's limit)")
+    l2: NonNegatives = doc("values for the l2 metric (0: the flat sigmoid's limit)")
+
+
 class Ask(Section):
     """ASK-Atk."""
     k_pos: Count = doc("K+, in-class references; at most a class's share of the bank")
@@ -152,7 +157,9 @@ class DkNNAtk(Section):
     """DkNN-Atk (Sitawarin & Wagner)."""
     guides: Annotated[Union[Literal["k"], int], BeforeValidator(guides_value)] = doc(
         "m guides of the nearest wrong class: k (the DkNN's K) or an integer at most a class's share of the bank")
-    steepness_grid: PerMetric = doc("sigmoid steepness a tried when tuning, per metric")
+    steepness_grid: SteepnessPerMetric = doc(
+        "sigmoid steepness a tried when tuning, per metric; 0 is the limit a -> 0, where the attack minimises the "
+        "summed distances to the guides (sign steps ignore the gradient's vanishing scale)")
     optimizer: one_of("sign", "adam") = doc("sign: the ASK paper's step budget; adam: the original optimiser")
     adam_lr: Positive = doc("Adam's learning rate (optimizer: adam)")
     adam_steps: integer(1, 10**6) = doc("Adam's steps (optimizer: adam)")

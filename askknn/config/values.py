@@ -55,13 +55,15 @@ def number(lo: float, hi: float, low_open: bool = False):
     return Annotated[float, BeforeValidator(check), Field(gt=lo, le=hi) if low_open else Field(ge=lo, le=hi)]
 
 
-def positive(verb: str = "="):
+def positive(verb: str = "=", zero: bool = False):
+    """A positive float (an int is accepted), or one >= 0 with `zero`."""
     def check(v):
-        if not _is_number(v) or not v > 0:
-            fail(f"{KEY} has {v!r}; every value must be a positive number{_yaml_hint(v)}" if verb == "has"
-                  else f"{KEY} = {v!r} must be positive (a number > 0){_yaml_hint(v)}")
+        if not _is_number(v) or not (v >= 0 if zero else v > 0):
+            kind = "a number >= 0" if zero else "a positive number"
+            fail(f"{KEY} has {v!r}; every value must be {kind}{_yaml_hint(v)}" if verb == "has"
+                  else f"{KEY} = {v!r} must be {kind} (a number {'>=' if zero else '>'} 0){_yaml_hint(v)}")
         return float(v)
-    return Annotated[float, BeforeValidator(check), Field(gt=0)]
+    return Annotated[float, BeforeValidator(check), Field(ge=0) if zero else Field(gt=0)]
 
 
 def one_of(*allowed: str):
@@ -126,6 +128,7 @@ Layer = Annotated[str, BeforeValidator(layer)]
 Metric = one_of(*METRICS)
 Layers = Annotated[list[Layer], BeforeValidator(nonempty)]
 Positives = Annotated[list[positive("has")], BeforeValidator(nonempty)]
+NonNegatives = Annotated[list[positive("has", zero=True)], BeforeValidator(nonempty)]
 Counts = Annotated[list[integer(1, BIG, "has")], BeforeValidator(nonempty)]
 EpsList = Annotated[list[Eps], BeforeValidator(nonempty)]
 Seeds = Annotated[list[Seed], BeforeValidator(nonempty), BeforeValidator(distinct)]

@@ -15,16 +15,18 @@ from askknn.runtime import layer_set_name
 # Where a grid's edge meets a limit of the attack, what lies past it (the lead says how close it is)
 OMEGA_BOUND = " (near omega's bound: 0 or 1 attacks one layer alone)"
 LIMITS = {("omega", "below"): OMEGA_BOUND, ("omega", "above"): OMEGA_BOUND,
-          ("steepness", "below"): " (towards a fixed attack: a flatter sigmoid only rescales the gradient, which "
-                                  "sign steps ignore; a lead near 0 says it is reached)",
+          ("steepness", "below"): " (towards 0, the flat sigmoid's limit: a flatter sigmoid only rescales the "
+                                  "gradient, which sign steps ignore; list 0 in the grid to try the limit itself)",
           ("ce_share", "below"): " (towards 0, the KL term alone)",
           ("ce_share", "above"): " (towards 1, the CE term alone)"}
 
 
 def range_ends(params) -> dict[tuple[str, float], str]:
     """The values that end a hyper-parameter's range: a choice there is on its grid's edge with
-    nothing beyond. SW20's fewest guides per class is a majority of the DkNN's K (its builder's rule)."""
+    nothing beyond. DkNN-Atk's steepness 0 is its limit; SW20's fewest guides per class is a majority of
+    the DkNN's K (its builder's rule)."""
     return {("ce_share", 0.0): "the KL term alone", ("ce_share", 1.0): "the CE term alone",
+            ("steepness", 0.0): "the flat sigmoid's limit, the summed distances to the guides",
             ("half", (params["dknn"]["k"] + 1) // 2): "a majority of K; fewer guides cannot outvote the true class"}
 
 
