@@ -61,7 +61,7 @@ def positive(verb: str = "=", zero: bool = False):
         if not _is_number(v) or not (v >= 0 if zero else v > 0):
             kind = "a number >= 0" if zero else "a positive number"
             fail(f"{KEY} has {v!r}; every value must be {kind}{_yaml_hint(v)}" if verb == "has"
-                  else f"{KEY} = {v!r} must be {kind} (a number {'>=' if zero else '>'} 0){_yaml_hint(v)}")
+                  else f"{KEY} = {v!r} must be {kind if zero else 'positive (a number > 0)'}{_yaml_hint(v)}")
         return float(v)
     return Annotated[float, BeforeValidator(check), Field(ge=0) if zero else Field(gt=0)]
 
