@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from askknn.attacks.sw20 import fewest_guides
 from askknn.report.common import (
     ATTACK_NAMES,
     METHOD_NAMES,
@@ -23,11 +24,11 @@ LIMITS = {("omega", "below"): OMEGA_BOUND, ("omega", "above"): OMEGA_BOUND,
 
 def range_ends(params) -> dict[tuple[str, float], str]:
     """The values that end a hyper-parameter's range: a choice there is on its grid's edge with
-    nothing beyond. DkNN-Atk's steepness 0 is its limit; SW20's fewest guides per class is a majority of
-    the DkNN's K (its builder's rule)."""
+    nothing beyond. DkNN-Atk's steepness 0 is its limit; SW20's fewest guides per class is the one its
+    builder raises every grid value to."""
     return {("ce_share", 0.0): "the KL term alone", ("ce_share", 1.0): "the CE term alone",
             ("steepness", 0.0): "the flat sigmoid's limit, the summed distances to the guides",
-            ("half", (params["dknn"]["k"] + 1) // 2): "a majority of K; fewer guides cannot outvote the true class"}
+            ("half", fewest_guides(params["dknn"]["k"])): "a majority of K; fewer guides cannot outvote the true class"}
 
 
 def edge_side(cell: dict, key: str) -> str:
