@@ -16,15 +16,15 @@ from askknn.config.rules import cross_field_problems
 from askknn.config.sections import (AT, ATSNN, SW20, AdvKnn, Ask, AskAPGD, AskDef, Attacks, ATWide, Data, DkNN,
                                     DkNNAtk, Experiments, Methods, Model, PerMetric, Preset, Section, Switches,
                                     Train, doc)
-from askknn.config.values import (BIG, KEY, Bool, Count, Counts, Eps, EpsList, Layer, Layers, Metric, Positive,
-                                  Positives, Seed, Seeds, Steps, Str, boolean, distinct, guides_value, integer,
-                                  layer, nonempty, number, one_of, optional_count, positive, text)
+from askknn.config.values import (BIG, KEY, Bool, Count, Counts, Eps, EpsList, Layer, Layers, Metric, NonNegatives,
+                                  Positive, Positives, Seed, Seeds, Steps, Str, boolean, distinct, guides_value,
+                                  integer, layer, nonempty, number, one_of, optional_count, positive, text)
 
 __all__ = [
     # values
     "KEY", "BIG", "integer", "number", "positive", "one_of", "text", "boolean", "layer", "nonempty", "distinct",
     "guides_value", "optional_count", "Str", "Bool", "Eps", "Count", "Steps", "Seed", "Positive", "Layer",
-    "Metric", "Layers", "Positives", "Counts", "EpsList", "Seeds",
+    "Metric", "Layers", "Positives", "NonNegatives", "Counts", "EpsList", "Seeds",
     # sections
     "Section", "doc", "Data", "Model", "Train", "DkNN", "AT", "ATWide", "AskDef", "ATSNN", "Methods", "PerMetric",
     "Ask", "DkNNAtk", "AdvKnn", "AskAPGD", "SW20", "Attacks", "Experiments", "Switches", "Preset",

@@ -1,7 +1,7 @@
 """The configuration sections: every key of `params.yaml` (Switches) and of `presets/<name>.yaml`
 (Preset and its sections, the attacks' included), its type, its range and what it means. A Preset is
 checked against the cross-field rules of askknn.config.rules once its keys are valid."""
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Generic, Literal, Optional, TypeVar, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -134,21 +134,20 @@ class Methods(Section):
     atsnn: ATSNN = doc("AT+SNN")
 
 
-class PerMetric(Section):
-    cosine: Positives = doc("values for the cosine metric")
-    l2: Positives = doc("values for the l2 metric")
+Values = TypeVar("Values")
 
 
-class SteepnessPerMetric(Section):
-    cosine: NonNegatives = doc("values for the cosine metric (0: the flat sigmoid's limit)")
-    l2: NonNegatives = doc("values for the l2 metric (0: the flat sigmoid's limit)")
+class PerMetric(Section, Generic[Values]):
+    """One list of values per metric, `PerMetric[Positives]` or `PerMetric[NonNegatives]`."""
+    cosine: Values = doc("values for the cosine metric")
+    l2: Values = doc("values for the l2 metric")
 
 
 class Ask(Section):
     """ASK-Atk."""
     k_pos: Count = doc("K+, in-class references; at most a class's share of the bank")
     k_neg: Count = doc("K-, references per other class; at most a class's share of the bank")
-    tau_grid: PerMetric = doc("temperatures tried when tuning, per metric")
+    tau_grid: PerMetric[Positives] = doc("temperatures tried when tuning, per metric")
     omega_grid: Annotated[list[number(0, 1)], BeforeValidator(nonempty)] = doc(
         "weights of the first layer tried when two layers are attacked")
 
@@ -157,7 +156,7 @@ class DkNNAtk(Section):
     """DkNN-Atk (Sitawarin & Wagner)."""
     guides: Annotated[Union[Literal["k"], int], BeforeValidator(guides_value)] = doc(
         "m guides of the nearest wrong class: k (the DkNN's K) or an integer at most a class's share of the bank")
-    steepness_grid: SteepnessPerMetric = doc(
+    steepness_grid: PerMetric[NonNegatives] = doc(
         "sigmoid steepness a tried when tuning, per metric; 0 is the limit a -> 0, where the attack minimises the "
         "summed distances to the guides (sign steps ignore the gradient's vanishing scale)")
     optimizer: one_of("sign", "adam") = doc("sign: the ASK paper's step budget; adam: the original optimiser")
