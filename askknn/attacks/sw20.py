@@ -50,7 +50,7 @@ from askknn.attacks.base import Attack
 from askknn.attacks.dknn_attack import in_geometry
 from askknn.bank import FeatureBank
 from askknn.dknn import DeepKNN
-from askknn.shared import METRICS, ParamError, choice
+from askknn.shared import METRICS, ParamError, choice, majority
 
 HINGE_OFFSET = 1e-5   # the original's: a guide exactly on the threshold still counts
 
@@ -180,18 +180,13 @@ class SW20Attack(Attack):
             x_adv = self.project(x_adv.detach() + self.step_size * grad.sign(), x)
 
 
-def fewest_guides(k: int) -> int:
-    """The fewest guides per class SW20 uses against a DkNN of K neighbours: a majority of K, as the
-    original does (fewer cannot outvote the true class)."""
-    return (k + 1) // 2
-
-
 def build(suite, layers, metric: str, eps: int):
     """The registry's builder: SW20 with the DkNN's K and its grid, the guides per class (m // 2) of
-    attacks.sw20.guides_grid, each raised to at least `fewest_guides`."""
+    attacks.sw20.guides_grid, each raised to at least a majority of K, the fewest the original uses
+    (fewer cannot outvote the true class)."""
     cfg = suite.cfg["sw20"]
 
     def make(seed, half):
         return SW20Attack(suite.bank, layers, metric=metric, guides=2 * half, k=suite.k, reselect=cfg["reselect"],
                           seed=seed, **suite.budget(eps))
-    return make, [{"half": h} for h in sorted({max(h, fewest_guides(suite.k)) for h in cfg["guides_grid"]})]
+    return make, [{"half": h} for h in sorted({max(h, majority(suite.k)) for h in cfg["guides_grid"]})]

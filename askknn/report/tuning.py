@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from askknn.attacks.sw20 import fewest_guides
 from askknn.report.common import (
     ATTACK_NAMES,
     METHOD_NAMES,
@@ -11,6 +10,7 @@ from askknn.report.common import (
     metrics,
 )
 from askknn.runtime import layer_set_name
+from askknn.shared import majority
 
 
 # Where a grid's edge meets a limit of the attack, what lies past it (the lead says how close it is)
@@ -28,7 +28,7 @@ def range_ends(params) -> dict[tuple[str, float], str]:
     builder raises every grid value to."""
     return {("ce_share", 0.0): "the KL term alone", ("ce_share", 1.0): "the CE term alone",
             ("steepness", 0.0): "the flat sigmoid's limit, the summed distances to the guides",
-            ("half", fewest_guides(params["dknn"]["k"])): "a majority of K; fewer guides cannot outvote the true class"}
+            ("half", majority(params["dknn"]["k"])): "a majority of K; fewer guides cannot outvote the true class"}
 
 
 def edge_side(cell: dict, key: str) -> str:
