@@ -1,20 +1,24 @@
-"""The statistics behind every number and verdict in the reports (scipy, nothing hand-rolled).
+"""The statistics behind every number and verdict in the reports (scipy and statsmodels; Tango's
+interval, which neither has, is its closed-form score solved with scipy's root finder).
 
 - `proportion`: an accuracy with its n and Wilson 95% interval.
 - `paired_test`: exact McNemar test of two classifiers (or attacks) scored on the same images: a
   two-sided binomial test on the discordant pairs.
 - `claim_verdict`: reads a paired test as `holds`, `reversed` or `not resolved at n = ...` for a
   directional claim ("A is lower than B").
-- `equivalence_verdict`: a paired bootstrap interval of the difference against a margin, for
+- `equivalence_verdict`: Tango's score interval of the paired difference against a margin, for
   claims of the form "A is within m points of B".
 - `auroc`: the area under the ROC curve of a score separating two groups, from the Mann-Whitney U
   statistic (ties count one half), with its one-sided p-value.
 
 - `pooled_claim_verdict`: a directional claim about two training methods, each trained under the
-  same training seeds and scored on the same images: the seed-stratified exact McNemar test (the
-  discordant pairs of every seed pooled; under equality each is equally likely to go either way),
-  and `holds` only if, besides, every seed's difference has the claimed sign and there are at least
-  two seeds (one training run cannot speak for the training method).
+  same training seeds and scored on the same images. Two sources of variance, two tests: the images
+  (an exact sign test with the image as the unit: each image's difference summed over the seeds,
+  since the seeds share their images and an image that favours one method tends to do so under
+  every seed) and the training seeds (a one-sample t-test of the per-seed differences). Its p-value
+  is the larger of the two (an intersection-union test: the claim must survive both), and it
+  `holds` only if, besides, every seed's difference has the claimed sign and there are at least two
+  seeds (one training run cannot speak for the training method).
 - `seed_mean`: the mean of per-seed accuracies with a t-interval over seeds (training variance).
 - `holm`: Holm's step-down correction of a family of directional verdicts (statsmodels): each
   verdict is then read at family-wise level `ALPHA` with its adjusted p-value.
@@ -25,7 +29,7 @@ verdict ("within m points") is an interval, read on its own.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -60,16 +64,21 @@ def paired_test(a, b) -> dict:
             "p_value": float(p)}
 
 
+def sample_size(test: dict) -> str:
+    """`n = 800`, or `n = 800 images x 3 seeds` for a test pooled over training seeds."""
+    return f"n = {test['n']}" + (f" images x {test['seeds']} seeds" if test.get("seeds", 1) > 1 else "")
+
+
 def verdict_word(test: dict, claim: str, p_value: float) -> str:
     """`holds`, `reversed` or `not resolved at n = ...` for a directional claim at level ALPHA; a
     pooled test over training seeds also needs every seed's difference to have the same sign, and at
     least two seeds: one training run says nothing of training variance, whatever its p-value."""
-    if p_value >= ALPHA or test["difference"] == 0:
-        return f"not resolved at n = {test['n']}"
     if test.get("seeds") == 1:
-        return f"not resolved at n = {test['n']} (one training run)"
+        return f"not resolved at {sample_size(test)} (one training run)"
+    if p_value >= ALPHA or test["difference"] == 0:
+        return f"not resolved at {sample_size(test)}"
     if not test.get("seeds_agree", True):
-        return f"not resolved at n = {test['n']} (not every seed's difference has one and the same non-zero sign)"
+        return f"not resolved at {sample_size(test)} (not every seed's difference has one and the same non-zero sign)"
     sign = -1 if claim == "lower" else 1
     return "holds" if sign * test["difference"] > 0 else "reversed"
 
@@ -82,19 +91,45 @@ def claim_verdict(a, b, claim: str) -> dict:
     return {**test, "claim": claim, "verdict": verdict_word(test, claim, test["p_value"])}
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: `wins` against `losses` under equal chances (ties left out)."""
+    return float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+
+
+def seed_test(differences) -> float | None:
+    """Two-sided one-sample t-test that the per-seed differences average 0 (None for one seed;
+    identical differences: 1 if they are 0, else 0, the limit of the test)."""
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2:
+        return None
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
 def pooled_claim_verdict(pairs: list[tuple], claim: str) -> dict:
     """The claim that accuracy a is `lower` (or `higher`) than b, from (a, b) outcome pairs, one per
-    training seed (a and b of a pair scored on the same images): seed-stratified exact McNemar test,
-    plus agreement in sign of every seed's difference (see the module docstring)."""
+    training seed, every pair scored on the same images in the same order: the per-image sign test
+    and the t-test over seeds, p the larger, plus agreement in sign of every seed's difference (see
+    the module docstring). `only_a` / `only_b`: the discordant pairs summed over the seeds."""
     if claim not in ("lower", "higher"):
         raise ValueError(f"claim = {claim!r}; choose lower or higher")
-    tests = [paired_test(a, b) for a, b in pairs]
-    only_a, only_b = sum(t["only_a"] for t in tests), sum(t["only_b"] for t in tests)
-    p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    sizes = sorted({len(x) for pair in pairs for x in pair})
+    if len(sizes) > 1:
+        raise ValueError(f"pooled outcomes need the same images under every seed: got {sizes} images")
+    a, b = (np.stack([as_bool(x) for x in column]) for column in zip(*pairs))
+    tests = [paired_test(x, y) for x, y in zip(a, b)]
+    per_image = (a.astype(int) - b.astype(int)).sum(0)
+    p_images = sign_test(int((per_image > 0).sum()), int((per_image < 0).sum()))
     differences = [t["difference"] for t in tests]
-    pooled = {"n": sum(t["n"] for t in tests), "seeds": len(tests), "difference": float(np.mean(differences)),
-              "seed_differences": differences, "only_a": only_a, "only_b": only_b, "p_value": float(p),
-              "seeds_agree": bool(all(np.sign(d) == np.sign(np.mean(differences)) != 0 for d in differences))}
+    p_seeds = seed_test(differences)
+    mean = float(np.mean(differences))
+    pooled = {"n": int(a.shape[1]), "seeds": len(tests), "difference": mean, "seed_differences": differences,
+              "only_a": sum(t["only_a"] for t in tests), "only_b": sum(t["only_b"] for t in tests),
+              "images_favouring": [int((per_image > 0).sum()), int((per_image < 0).sum())],
+              "p_images": p_images, "p_seeds": p_seeds,
+              "p_value": p_images if p_seeds is None else max(p_images, p_seeds),
+              "seeds_agree": bool(all(np.sign(d) == np.sign(mean) != 0 for d in differences))}
     return {**pooled, "claim": claim, "verdict": verdict_word(pooled, claim, pooled["p_value"])}
 
 
@@ -121,22 +156,46 @@ def holm(verdicts: list[dict]) -> list[dict]:
             for v, p in zip(verdicts, adjusted)]
 
 
-def equivalence_verdict(a, b, margin: float, seed: int = 0) -> dict:
-    """The claim |acc(a) - acc(b)| <= margin: `holds` if the paired bootstrap 95% interval of the
-    difference lies inside the margin, `reversed` if it lies wholly outside, else not resolved."""
-    a, b = as_bool(a).astype(float), as_bool(b).astype(float)
-    ci = stats.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=True,
-                         confidence_level=CONFIDENCE, n_resamples=2000, method="percentile",
-                         random_state=np.random.default_rng(seed)).confidence_interval
-    low, high = float(ci.low), float(ci.high)
+def tango_interval(only_a: int, only_b: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Tango's (1998) asymptotic score interval for the difference of two paired proportions, acc(a)
+    - acc(b), from the discordant counts of n pairs: the deltas whose score statistic
+    (only_a - only_b - n delta) / sqrt(n (2 q + delta (1 - delta))), q the maximum-likelihood share of
+    `only_b` pairs under that delta, lies within the normal quantile. Unlike a bootstrap it does not
+    collapse to a point when the two never disagree (then +-z^2 / (n + z^2)); recommended for paired
+    differences by Fagerland, Lydersen & Laake (2014)."""
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+
+    def score(delta: float) -> float:
+        quad_b = -only_a - only_b + (2 * n - only_a + only_b) * delta
+        quad_c = -only_b * delta * (1 - delta)
+        q = (np.sqrt(max(quad_b ** 2 - 8 * n * quad_c, 0.0)) - quad_b) / (4 * n)
+        return (only_a - only_b - n * delta) / np.sqrt(max(n * (2 * q + delta * (1 - delta)), 1e-300))
+
+    estimate = (only_a - only_b) / n
+
+    def bound(target: float, limit: float) -> float:
+        """The delta between the estimate and the limit (-1 or 1) where the score meets `target`;
+        the limit itself where it never does."""
+        end = limit * (1 - 1e-12)
+        if (score(end) - target) * (score(estimate) - target) > 0:
+            return limit
+        return float(optimize.brentq(lambda d: score(d) - target, *sorted((estimate, end))))
+    return bound(z, -1.0), bound(-z, 1.0)
+
+
+def equivalence_verdict(a, b, margin: float) -> dict:
+    """The claim |acc(a) - acc(b)| <= margin: `holds` if Tango's 95% interval of the paired difference
+    lies inside the margin, `reversed` if it lies wholly outside, else not resolved."""
+    test = paired_test(a, b)
+    low, high = tango_interval(test["only_a"], test["only_b"], test["n"])
     if -margin <= low and high <= margin:
         word = "holds"
     elif high < -margin or low > margin:
         word = "reversed"
     else:
-        word = f"not resolved at n = {len(a)}"
-    return {"n": int(len(a)), "difference": float(a.mean() - b.mean()), "ci95": [low, high], "margin": margin,
-            "verdict": word}
+        word = f"not resolved at n = {test['n']}"
+    return {"n": test["n"], "difference": test["difference"], "ci95": [low, high], "margin": margin,
+            "interval": "Tango score", "verdict": word}
 
 
 def auroc(high, low) -> dict:

@@ -16,8 +16,8 @@ from askknn.attacks.ask import ASKAttack
 from askknn.attacks.dknn_attack import dknn_thresholds
 from askknn.attacks.pgd import PGD
 from askknn.experiments import AttackSuite, run_seed, tune_attack, worst_case
-from askknn.stats import (auroc, claim_verdict, equivalence_verdict, holm, pack, paired_test, pooled_claim_verdict,
-                          proportion, seed_mean, unpack)
+from askknn.stats import (ALPHA, auroc, claim_verdict, equivalence_verdict, holm, pack, paired_test,
+                          pooled_claim_verdict, proportion, seed_mean, tango_interval, unpack)
 
 LAYERS = ["conv3", "conv4"]
 CFG = {"batch_size": 50, "steps": 3, "step_fraction": 0.25, "tuning_size": 40, "random_starts": 2, "seed": 0,
@@ -177,29 +177,56 @@ def test_verdicts_read_holds_reversed_or_not_resolved():
     assert claim_verdict(high, high, "higher")["verdict"] == "not resolved at n = 100"   # a tie is no win
 
 
-def pair(only_a: int, only_b: int, both: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """Outcomes of two columns with `only_a` and `only_b` discordant images."""
-    a = np.array([1] * both + [1] * only_a + [0] * only_b, bool)
-    b = np.array([1] * both + [0] * only_a + [1] * only_b, bool)
+def seed_pair(n: int, only_a: int, only_b: int = 0, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One seed's outcomes of two columns on the same n images: only a right on `only_a` images from
+    `start`, only b right on the `only_b` after them, both right on the rest."""
+    a, b = np.ones(n, bool), np.ones(n, bool)
+    b[start:start + only_a] = False
+    a[start + only_a:start + only_a + only_b] = False
     return a, b
 
 
-def test_the_pooled_test_sums_the_discordant_pairs_of_every_seed_and_needs_every_seed_to_agree():
-    v = pooled_claim_verdict([pair(6, 1), pair(5, 2), pair(7, 0)], "higher")
-    assert (v["only_a"], v["only_b"], v["seeds"], v["n"]) == (18, 3, 3, 171)
-    assert v["p_value"] == pytest.approx(0.001490, rel=1e-3)   # two-sided binomial, 3 of 21 (by hand: 2 x 1562 / 2^21)
-    assert v["verdict"] == "holds" and v["seeds_agree"]
-    assert pooled_claim_verdict([pair(6, 1), pair(5, 2), pair(7, 0)], "lower")["verdict"] == "reversed"
-    # one seed the other way: a pooled test that rejects is not enough
-    split = pooled_claim_verdict([pair(12, 1), pair(12, 0), pair(1, 3)], "higher")
-    assert split["p_value"] < 0.001 and not split["seeds_agree"]
-    assert split["verdict"].startswith("not resolved") and "same non-zero sign" in split["verdict"]
-    # Holm keeps the sign rule
-    assert holm([{**split, "claim": "higher"}])[0]["verdict"].startswith("not resolved")
-    # one training seed: however small the p-value, not a verdict on the training method
-    single = pooled_claim_verdict([pair(30, 0)], "higher")
-    assert single["p_value"] < 1e-8 and single["verdict"] == "not resolved at n = 80 (one training run)"
+def test_the_pooled_test_takes_the_image_as_its_unit():
+    # the same images favour a under every seed: 6 images for a, 1 for b, not 18 against 3
+    same = [seed_pair(60, 6, 1)] * 3
+    v = pooled_claim_verdict(same, "higher")
+    assert (v["only_a"], v["only_b"], v["images_favouring"], v["n"], v["seeds"]) == (18, 3, [6, 1], 60, 3)
+    assert v["p_images"] == pytest.approx(0.125)   # two-sided sign test, 1 of 7: 2 x 8 / 2^7
+    assert v["p_seeds"] == 0.0 and v["p_value"] == pytest.approx(0.125)   # identical seeds: no spread
+    assert v["verdict"] == "not resolved at n = 60 images x 3 seeds"
+    assert claim_verdict(np.concatenate([p[0] for p in same]), np.concatenate([p[1] for p in same]),
+                         "higher")["p_value"] < 0.002   # what counting each image three times would claim
+
+
+def test_the_pooled_test_needs_the_training_seeds_to_agree_beyond_their_spread():
+    # every image favours a, every seed too, but the seeds' differences (+20, +1, +2 points) spread widely
+    spread = [seed_pair(400, 80), seed_pair(400, 4, start=100), seed_pair(400, 8, start=200)]
+    v = pooled_claim_verdict(spread, "higher")
+    assert v["p_images"] < 1e-20 and v["seeds_agree"]
+    assert v["p_seeds"] == pytest.approx(0.34, abs=0.01) and v["p_value"] == v["p_seeds"]
+    assert v["verdict"].startswith("not resolved")
+    # +10, +12, +11 points on different images: both tests reject
+    steady = [seed_pair(400, 40), seed_pair(400, 48, start=100), seed_pair(400, 44, start=200)]
+    v = pooled_claim_verdict(steady, "higher")
+    assert v["p_seeds"] == pytest.approx(0.0028, abs=0.0003) and v["verdict"] == "holds"
+    assert pooled_claim_verdict(steady, "lower")["verdict"] == "reversed"
+    # five seeds, one the other way: the tests reject, the sign rule does not let it hold
+    split = [seed_pair(400, 40, start=40 * i) for i in range(4)] + [seed_pair(400, 0, 1, start=300)]
+    v = pooled_claim_verdict(split, "higher")
+    assert v["p_value"] < ALPHA and not v["seeds_agree"]
+    assert v["verdict"].startswith("not resolved") and "same non-zero sign" in v["verdict"]
+    assert holm([{**v, "claim": "higher"}])[0]["verdict"].startswith("not resolved")   # Holm keeps the rule
+    with pytest.raises(ValueError, match="same images"):
+        pooled_claim_verdict([seed_pair(400, 40), seed_pair(300, 40)], "higher")
+
+
+def test_one_training_run_is_never_a_verdict_on_the_training_method():
+    single = pooled_claim_verdict([seed_pair(80, 30)], "higher")
+    assert single["p_value"] < 1e-8 and single["p_seeds"] is None
+    assert single["verdict"] == "not resolved at n = 80 (one training run)"
     assert holm([{**single, "claim": "higher"}])[0]["verdict"].endswith("(one training run)")
+    weak = pooled_claim_verdict([seed_pair(100, 3)], "higher")   # p >= 0.05: still said to be one run
+    assert weak["p_value"] > ALPHA and weak["verdict"] == "not resolved at n = 100 (one training run)"
 
 
 def test_the_mean_over_seeds_has_a_t_interval():
@@ -210,10 +237,40 @@ def test_the_mean_over_seeds_has_a_t_interval():
     assert seed_mean([0.02, 0.0, 0.01])["ci95"][0] == 0.0   # clipped to [0, 1]
 
 
+def tango_quartic_bounds(n: int, only_a: int, only_b: int) -> tuple[float, float]:
+    """The outer real roots of the quartic whose roots hold Tango's bounds (Yang, Sun & Hardin 2013,
+    Statistics in Medicine: a non-iterative form), an independent check of the root finder."""
+    g, d, s = 1.959963984540054 ** 2, only_a - only_b, only_a + only_b
+    coefficients = [n ** 2 * (n / g + 1) ** 2,
+                     -n * d * (n / g + 1) * (4 * n / g + 1),
+                     2 * n * d ** 2 * (3 * n / g + 2) / g - n ** 2 * (s / g + 1),
+                     n * d * (2 * s / g + 1) - d ** 3 * (4 * n / g + 1) / g,
+                     d ** 2 * (d ** 2 / g - s) / g]
+    real = sorted(r.real for r in np.roots(coefficients) if abs(r.imag) < 1e-9)
+    return real[0], real[-1]
+
+
+@pytest.mark.parametrize("n, only_a, only_b", [(160, 40, 20), (41, 5, 0), (800, 30, 12), (300, 7, 19)])
+def test_tangos_interval_solves_its_score_equation(n, only_a, only_b):
+    assert tango_interval(only_a, only_b, n) == pytest.approx(tango_quartic_bounds(n, only_a, only_b), abs=1e-9)
+
+
+def test_tangos_interval_covers_and_never_collapses():
+    z2 = 1.959963984540054 ** 2
+    assert tango_interval(0, 0, 50) == pytest.approx((-z2 / (50 + z2), z2 / (50 + z2)))   # no disagreement
+    assert tango_interval(50, 0, 50) == pytest.approx(((50 - z2) / (50 + z2), 1.0))   # every pair for a
+    rng = np.random.default_rng(0)   # 4 points apart, rarely disagreeing: a bootstrap collapses on 0 discordant
+    counts = rng.multinomial(50, [0.04, 0.0, 0.96], size=400)
+    covered = [lo <= 0.04 <= hi for lo, hi in (tango_interval(a, b, 50) for a, b, _ in counts)]
+    assert np.mean(covered) >= 0.95
+
+
 def test_equivalence_within_a_margin():
     a = np.array([1, 0] * 500, bool)
     assert equivalence_verdict(a, a.copy(), 0.03)["verdict"] == "holds"
     assert equivalence_verdict(a, np.ones(1000, bool), 0.03)["verdict"] == "reversed"
+    # never disagreeing on 50 images still leaves +-7 points open
+    assert equivalence_verdict(a[:50], a[:50].copy(), 0.03)["verdict"] == "not resolved at n = 50"
 
 
 def test_outcomes_round_trip_as_text():

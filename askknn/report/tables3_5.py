@@ -32,10 +32,13 @@ def seeds_note(params) -> str:
                 f"the paired test on this one run's models is shown beside it.")
     return (f"Every method trained under {len(seeds)} seeds ({', '.join(map(str, seeds))}), each with the "
             f"hyper-parameters tuned on its seed-{seeds[0]} model. Rows: each seed (95% Wilson interval, n images) "
-            f"and the mean over seeds (95% t-interval over the {len(seeds)} seeds). A verdict pools the seeds: "
-            f"seed-stratified exact McNemar test (each seed's model of one method paired with the same seed's "
-            f"model of the other, on the same images), Holm within the table, and `holds` only if every seed's "
-            f"difference also has the claimed sign.")
+            f"and the mean over seeds (95% t-interval over the {len(seeds)} seeds). A verdict pools the seeds and "
+            f"must survive both sources of variance: the images (exact sign test on each image's difference summed "
+            f"over the seeds: the seeds share their images, so the image is the unit) and the training seeds "
+            f"(one-sample t-test of the per-seed differences, {len(seeds) - 1} degrees of freedom); its p-value is the "
+            f"larger of the two, Holm within the table, and `holds` only if every seed's difference also has the "
+            f"claimed sign. With few seeds the t-test resolves only differences that are large against their "
+            f"spread between seeds; more seeds (`-S 'seeds=[0,1,2,3,4]'`) resolve smaller ones.")
 
 
 def defense_tables(params, verdicts) -> str:

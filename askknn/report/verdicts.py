@@ -44,7 +44,7 @@ class Verdicts:
         v = equivalence_verdict(a_ok[:n], b_ok[:n], margin)
         self.records.append({**v, "claim": what, "source": source})
         return (f"- {what} ({source}): **{v['verdict']}**; difference {100 * v['difference']:+.1f} points, "
-                f"paired bootstrap 95% interval [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}], "
+                f"Tango's score 95% interval [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}], "
                 f"n = {v['n']}\n")
 
     def tally(self, first: int = 0, records: list[dict] | None = None) -> str:
@@ -68,10 +68,13 @@ class Verdicts:
     def claim_line(self, i: int) -> str:
         v = self.records[i]
         if "seeds" in v:
+            seed_test = "" if v["p_seeds"] is None else \
+                f", t-test over seeds p = {v['p_seeds']:.2g}, the larger p = {v['p_value']:.2g}"
             test = (f"mean difference {100 * v['difference']:+.1f} points (per seed: "
                     + " / ".join(f"{100 * d:+.1f}" for d in v["seed_differences"])
-                    + f"), seed-stratified exact McNemar p = {v['p_value']:.2g}")
-            n = f"{v['seeds']} seed{'s' if v['seeds'] > 1 else ''}, n = {v['n'] // v['seeds']} images each"
+                    + f"), per-image sign test p = {v['p_images']:.2g} ({v['images_favouring'][0]} images "
+                    f"against {v['images_favouring'][1]}){seed_test}")
+            n = f"{v['seeds']} seed{'s' if v['seeds'] > 1 else ''}, n = {v['n']} images each"
         else:
             test = f"difference {100 * v['difference']:+.1f} points, exact McNemar p = {v['p_value']:.2g}"
             n = f"n = {v['n']}"
