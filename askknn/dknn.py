@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from askknn.bank import FeatureBank
-from askknn.shared import ParamError
+from askknn.shared import ParamError, knn_prediction
 
 
 class DeepKNN:
@@ -51,10 +51,8 @@ class DeepKNN:
         neighbour whose class is tied (neighbours ordered by rank, then by layer)."""
         labels = self.neighbour_labels(features)
         counts = self.counts_of(labels)
-        tied = counts == counts.max(axis=1, keepdims=True)
         by_rank = np.stack([labels[layer] for layer in self.layers], axis=2).reshape(len(counts), -1)
-        first = np.take_along_axis(tied, by_rank, axis=1).argmax(axis=1)   # a tied class always occurs
-        return counts, by_rank[np.arange(len(counts)), first]
+        return counts, knn_prediction(counts, by_rank)
 
     def class_scores(self, features: dict) -> np.ndarray:
         """sum_l p_l^c(x), shape (B, C)."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from askknn.bank import FeatureBank
 from askknn.io import load_weights, save_weights
-from askknn.shared import ParamError
+from askknn.shared import ParamError, knn_prediction
 
 
 def default_lambda(layers) -> float:
@@ -66,18 +66,16 @@ def load_blocks(path) -> dict[str, KNNBlock]:
             for name, config in configs.items()}
 
 
-def vote_histogram(neighbour_labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Fraction (B, C) of each row's neighbour labels (B, K) that equal each class."""
-    return (neighbour_labels[..., None] == np.arange(num_classes)).mean(1).astype(np.float32)
+def knn_vote(neighbour_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """From each row's neighbour labels (B, K), nearest first: the fraction (B, C) of them in each
+    class, and the kNN's label, ties broken as the DkNN breaks them (askknn.shared.knn_prediction)."""
+    counts = (neighbour_labels[..., None] == np.arange(num_classes)).sum(1)
+    return (counts / neighbour_labels.shape[1]).astype(np.float32), knn_prediction(counts, neighbour_labels)
 
 
-def knn_votes(bank: FeatureBank, layer: str, metric: str, queries, k: int) -> np.ndarray:
-    """The real kNN label histogram (B, C) of queries that are not bank points."""
-    return vote_histogram(bank.labels[bank.search(layer, metric, queries, k)[1]], bank.num_classes)
-
-
-def majority(histograms: np.ndarray) -> np.ndarray:
-    return histograms.argmax(1)   # the block's training label; argmax keeps the first class on ties
+def knn_votes(bank: FeatureBank, layer: str, metric: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real kNN's label histogram (B, C) and label (B,) of queries that are not bank points."""
+    return knn_vote(bank.labels[bank.search(layer, metric, queries, k)[1]], bank.num_classes)
 
 
 def without_self(idx: np.ndarray) -> np.ndarray:
@@ -88,11 +86,12 @@ def without_self(idx: np.ndarray) -> np.ndarray:
     return idx[~is_self].reshape(len(idx), -1)
 
 
-def knn_histograms(bank: FeatureBank, layers, k: int, metric: str) -> dict[str, np.ndarray]:
-    """Every bank point's kNN label histogram (N, C) per layer, the point itself excluded."""
+def knn_histograms(bank: FeatureBank, layers, k: int, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per layer, every bank point's kNN label histogram (N, C) and kNN label (N,), the point itself
+    excluded from its neighbours."""
     bank.check(layers, k, "k")
-    return {layer: vote_histogram(bank.labels[without_self(bank.search(layer, metric, bank.features[layer], k + 1)[1])],
-                                  bank.num_classes) for layer in layers}
+    return {layer: knn_vote(bank.labels[without_self(bank.search(layer, metric, bank.features[layer], k + 1)[1])],
+                            bank.num_classes) for layer in layers}
 
 
 def block_loss(logits: dict[str, torch.Tensor], histograms: dict[str, torch.Tensor],
@@ -123,9 +122,9 @@ def train_knn_block(bank: FeatureBank, layers, k: int = 5, metric: str = "cosine
     batches). Returns the block (eval mode, on `device`) and the mean loss of every epoch."""
     lam = default_lambda(layers) if lam is None else lam
     check_lambda(lam)
-    hists = knn_histograms(bank, layers, k, metric)
-    hist = {layer: torch.from_numpy(h).to(device) for layer, h in hists.items()}
-    labels = {layer: torch.from_numpy(majority(h)).to(device) for layer, h in hists.items()}
+    votes = knn_histograms(bank, layers, k, metric)
+    hist = {layer: torch.from_numpy(h).to(device) for layer, (h, _) in votes.items()}
+    labels = {layer: torch.from_numpy(label).to(device) for layer, (_, label) in votes.items()}
     feats = {layer: torch.from_numpy(bank.features[layer]).to(device) for layer in layers}
     with torch.random.fork_rng(devices=[]):   # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
@@ -155,4 +154,4 @@ def knn_agreement(block: KNNBlock, bank: FeatureBank, features: dict[str, np.nda
     device = next(block.parameters()).device
     logits = block({layer: torch.as_tensor(features[layer], dtype=torch.float32, device=device) for layer in layers})
     return {layer: float((logits[layer].argmax(1).cpu().numpy() ==
-                          majority(knn_votes(bank, layer, metric, features[layer], k))).mean()) for layer in layers}
+                          knn_votes(bank, layer, metric, features[layer], k)[1]).mean()) for layer in layers}

@@ -2,7 +2,7 @@
 and what it means. The declarations live in askknn.config (values, sections, rules, explain); this
 module gathers their public names, the one place the rest of the code imports them from.
 
-`params.yaml` holds the two switches (`preset`, `eps`); a preset holds the seven sections `data`,
+`params.yaml` holds the three switches (`preset`, `eps`, `seeds`); a preset holds the seven sections `data`,
 `model`, `train`, `dknn`, `methods`, `attacks`, `experiments`, every key of them required. Budgets
 (`eps`, `train.eps`, ...) are integers in units of 1/255; step sizes of training attacks are in 1/255
 too. Unknown keys are rejected with the nearest valid name, missing keys are named with their

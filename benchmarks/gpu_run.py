@@ -6,9 +6,9 @@ internet), and bring its results home beside the default preset's.
 
 `run` reads the stages of dvc.yaml (foreach, matrix and ${...} resolved as DVC resolves them),
 orders them by their deps and outs, and runs every stage's script in this one process (runpy), so
-the ~46 stages pay for Python, torch and CUDA start-up once. It writes stage_times.md (device,
-seconds per stage) after every stage, stops starting stages after `--deadline` seconds (the report
-still runs, naming what is missing), and packs
+the stages (52 with one training seed, 85 with three) pay for Python, torch and CUDA start-up once.
+It writes stage_times.md (device, seconds per stage) after every stage, stops starting stages after
+`--deadline` seconds (the report still runs, naming what is missing), and packs
 metrics/, outcomes/, the report, its figures and the training curves into one .tar.gz (one file
 to bring back, a few MB). `gather` unpacks such an archive into metrics/<preset>/ and
 reports/<preset>/, as benchmarks/run_preset.py does after a `dvc repro`.

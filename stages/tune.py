@@ -1,5 +1,5 @@
 """Stage tune@<method> <seed>: the open hyper-parameters of every attack that `method`'s evaluation runs
-(ASK-Atk's tau and omega, DkNN-Atk's sigmoid steepness, AdvKnn's CE weight, SW20's guides), chosen on
+(ASK-Atk's tau and omega, DkNN-Atk's sigmoid steepness, AdvKnn's CE share, SW20's guides), chosen on
 held-out training images at the evaluation budget, on the model trained with `seed` (the first
 training seed), and then fixed for every seed's model. Writes metrics/tuning/<method>.json."""
 from askknn.experiments import AttackSuite, tune_attack, tuning_targets

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from askknn.attacks.advknn import AdvKnnAttack
-from askknn.knn_blocks import knn_agreement, knn_histograms, load_blocks, save_blocks, train_knn_block, without_self
+from askknn.knn_blocks import (knn_agreement, knn_histograms, knn_votes, load_blocks, save_blocks, train_knn_block,
+                               without_self)
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
 from askknn.attacks.ask_apgd import ASKAPGDAttack
 from askknn.attacks.sw20 import SW20Attack
 from askknn.bank import FeatureBank, extract_features
-from askknn.dknn import accuracy
+from askknn.dknn import DeepKNN, accuracy
 from askknn.shared import ParamError
 
 LAYERS = ["conv3", "conv4"]
@@ -161,7 +162,7 @@ def test_histograms_exclude_the_point_itself(metric, digits_bank):
         np.fill_diagonal(dist, np.inf)
         labels = digits_bank.labels[np.argsort(dist, axis=1, kind="stable")[:, :k]]
         expected = (labels[..., None] == np.arange(digits_bank.num_classes)).mean(1)
-        np.testing.assert_allclose(hist[layer], expected)
+        np.testing.assert_allclose(hist[layer][0], expected)
 
 
 def test_histograms_with_duplicate_points():
@@ -170,8 +171,20 @@ def test_histograms_with_duplicate_points():
     features = np.array([[0, 0], [0, 0], [0, 0], [9, 9], [9, 8], [8, 9],
                          [1, 0], [2, 0], [3, 0], [-9, -9], [-9, -8], [-8, -9]], dtype=np.float32)
     bank = FeatureBank({"conv4": features}, np.repeat([0, 1], 6))
-    hist = knn_histograms(bank, ["conv4"], 3, "l2")["conv4"]
+    hist, label = knn_histograms(bank, ["conv4"], 3, "l2")["conv4"]
     np.testing.assert_allclose(hist[:3], [[2 / 3, 1 / 3]] * 3)
+    np.testing.assert_array_equal(label[:3], [0, 0, 0])
+
+
+def test_the_blocks_kNN_label_breaks_ties_as_the_dknn_does():
+    # on the line, class 1 at 1 and 3, class 0 at 2 and 4: K = 4 splits 2-2 for a query at 0, and the
+    # nearest neighbour's class (1) wins, as in the DkNN, not the first class index
+    bank = FeatureBank({"conv4": np.array([[1.0], [2.0], [3.0], [4.0], [40.0], [41.0], [42.0], [43.0]],
+                                          dtype=np.float32)}, np.array([1, 0, 1, 0, 0, 0, 1, 1]))
+    query = {"conv4": np.array([[0.0]], dtype=np.float32)}
+    hist, label = knn_votes(bank, "conv4", "l2", query["conv4"], 4)
+    np.testing.assert_allclose(hist, [[0.5, 0.5]])
+    assert label.tolist() == [1] == DeepKNN(bank, ["conv4"], 4, "l2").votes(query)[1].tolist()
 
 
 def test_without_self_drops_the_last_when_copies_push_self_out():

@@ -491,3 +491,9 @@ def test_appendix_tables_use_table_size_and_curves_subset_size():
         sizes[name] = suite.sizes
     assert sizes == {"targeted": {80}, "random_negatives": {80}, "cross_layers": {80}, "k_pos_neg": {80},
                      "tau_k": {30}, "attacker_k": {30}}
+
+
+def test_a_rate_over_no_image_is_a_dash_not_an_error():
+    from askknn.report.common import rate_with_ci
+    assert rate_with_ci(0.0, 0) == "- (n = 0)"   # e.g. a success rate where the clean DkNN got no image right
+    assert rate_with_ci(0.5, 4).startswith("50.0 [")

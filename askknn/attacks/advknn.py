@@ -51,7 +51,7 @@ class AdvKnnAttack(Attack):
     def prepare(self, model, x, y):
         self.block.to(x.device).eval()
         clean = model.features(x, self.layers)
-        hists = {layer: knn_votes(self.bank, layer, self.metric, clean[layer], self.k) for layer in self.layers}
+        hists = {layer: knn_votes(self.bank, layer, self.metric, clean[layer], self.k)[0] for layer in self.layers}
         return ({layer: torch.from_numpy(h).to(x.device) for layer, h in hists.items()},
                 {layer: y for layer in self.layers})
 

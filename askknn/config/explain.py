@@ -68,9 +68,9 @@ def explain(error: dict, root: type[BaseModel], where: str) -> str:
         if tuple(map(str, loc)) in RENAMED:
             message = RENAMED[tuple(map(str, loc))]
         elif root is Switches and key in Preset.model_fields:
-            message = (f"{key} is a preset section, not a switch: params.yaml holds only preset and eps. Change "
-                       f"a preset value in presets/<preset>.yaml, e.g. dvc exp run -S "
-                       f"'presets/fashion_mnist.yaml:{key}.<key>=<value>'")
+            message = (f"{key} is a preset section, not a switch: params.yaml holds only preset, eps and seeds. "
+                       f"Change a preset value in presets/<preset>.yaml, e.g. dvc exp run -S "
+                       f"'presets/<preset>.yaml:++{key}.<key>=<value>'")
         elif root is Preset and key in Switches.model_fields:
             message = f"{key} belongs in params.yaml, not in a preset"
         else:

@@ -236,7 +236,7 @@ class Experiments(Section):
 
 
 class Switches(Section):
-    """params.yaml: the two switches."""
+    """params.yaml: the three switches."""
     preset: Str = doc("selects presets/<preset>.yaml")
     eps: Eps = doc("evaluation budget of every attack, in 1/255 (8 means 8/255)")
     seeds: Seeds = doc("training seeds: every method is trained once per seed; the first seed's models are "

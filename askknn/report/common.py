@@ -80,7 +80,10 @@ def with_ci(p: dict) -> str:
 
 
 def rate_with_ci(rate: float, n: int) -> str:
-    """A rate stored as a fraction of n images, with its Wilson interval."""
+    """A rate stored as a fraction of n images, with its Wilson interval; a dash for no image (a rate
+    over the clean-correct images of a DkNN that got none right)."""
+    if n == 0:
+        return "- (n = 0)"
     k = round(rate * n)
     return with_ci(proportion(np.arange(n) < k))
 
