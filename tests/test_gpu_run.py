@@ -175,7 +175,7 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
     # every method under every training seed, and Table 3's pooled verdicts
     for label in ("ASK-Def, seed 2", "AT+SNN, mean of 3 seeds"):
         assert label in results
-    assert "seed-stratified exact McNemar" in results
+    assert "per-image sign test p = " in results and "t-test over seeds p = " in results
     # Table 3's seed-0 AT cell is Table 1's first start: same model, attack and generator
     outcomes = copy / "reports/tiny/outcomes"
     trained = json.loads((outcomes / "trained/at_seed0.json").read_text())["robust"]["ask"]
