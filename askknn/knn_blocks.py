@@ -86,7 +86,7 @@ def without_self(idx: np.ndarray) -> np.ndarray:
     return idx[~is_self].reshape(len(idx), -1)
 
 
-def knn_histograms(bank: FeatureBank, layers, k: int, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def bank_knn_votes(bank: FeatureBank, layers, k: int, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per layer, every bank point's kNN label histogram (N, C) and kNN label (N,), the point itself
     excluded from its neighbours."""
     bank.check(layers, k, "k")
@@ -122,7 +122,7 @@ def train_knn_block(bank: FeatureBank, layers, k: int = 5, metric: str = "cosine
     batches). Returns the block (eval mode, on `device`) and the mean loss of every epoch."""
     lam = default_lambda(layers) if lam is None else lam
     check_lambda(lam)
-    votes = knn_histograms(bank, layers, k, metric)
+    votes = bank_knn_votes(bank, layers, k, metric)
     hist = {layer: torch.from_numpy(h).to(device) for layer, (h, _) in votes.items()}
     labels = {layer: torch.from_numpy(label).to(device) for layer, (_, label) in votes.items()}
     feats = {layer: torch.from_numpy(bank.features[layer]).to(device) for layer in layers}

@@ -59,9 +59,14 @@ def paired_test(a, b) -> dict:
     if a.shape != b.shape:
         raise ValueError(f"paired outcomes need the same images: {a.shape} against {b.shape}")
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {"n": int(len(a)), "difference": float(a.mean() - b.mean()), "only_a": only_a, "only_b": only_b,
-            "p_value": float(p)}
+            "p_value": sign_test(only_a, only_b)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: `wins` against `losses` under equal chances (ties left out); on the
+    discordant pairs of two columns it is McNemar's exact test."""
+    return float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
 
 
 def sample_size(test: dict) -> str:
@@ -91,11 +96,6 @@ def claim_verdict(a, b, claim: str) -> dict:
     return {**test, "claim": claim, "verdict": verdict_word(test, claim, test["p_value"])}
 
 
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test: `wins` against `losses` under equal chances (ties left out)."""
-    return float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
-
-
 def seed_test(differences) -> float | None:
     """Two-sided one-sample t-test that the per-seed differences average 0 (None for one seed;
     identical differences: 1 if they are 0, else 0, the limit of the test)."""
@@ -120,13 +120,14 @@ def pooled_claim_verdict(pairs: list[tuple], claim: str) -> dict:
     a, b = (np.stack([as_bool(x) for x in column]) for column in zip(*pairs))
     tests = [paired_test(x, y) for x, y in zip(a, b)]
     per_image = (a.astype(int) - b.astype(int)).sum(0)
-    p_images = sign_test(int((per_image > 0).sum()), int((per_image < 0).sum()))
+    favouring = [int((per_image > 0).sum()), int((per_image < 0).sum())]
+    p_images = sign_test(*favouring)
     differences = [t["difference"] for t in tests]
     p_seeds = seed_test(differences)
     mean = float(np.mean(differences))
     pooled = {"n": int(a.shape[1]), "seeds": len(tests), "difference": mean, "seed_differences": differences,
               "only_a": sum(t["only_a"] for t in tests), "only_b": sum(t["only_b"] for t in tests),
-              "images_favouring": [int((per_image > 0).sum()), int((per_image < 0).sum())],
+              "images_favouring": favouring,
               "p_images": p_images, "p_seeds": p_seeds,
               "p_value": p_images if p_seeds is None else max(p_images, p_seeds),
               "seeds_agree": bool(all(np.sign(d) == np.sign(mean) != 0 for d in differences))}
@@ -163,6 +164,8 @@ def tango_interval(only_a: int, only_b: int, n: int, confidence: float = CONFIDE
     `only_b` pairs under that delta, lies within the normal quantile. Unlike a bootstrap it does not
     collapse to a point when the two never disagree (then +-z^2 / (n + z^2)); recommended for paired
     differences by Fagerland, Lydersen & Laake (2014)."""
+    if n < 1:
+        raise ValueError("no pairs: an interval of a paired difference needs at least one image")
     z = float(stats.norm.ppf(0.5 + confidence / 2))
 
     def score(delta: float) -> float:

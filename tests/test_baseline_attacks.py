@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from askknn.attacks.advknn import AdvKnnAttack
-from askknn.knn_blocks import (knn_agreement, knn_histograms, knn_votes, load_blocks, save_blocks, train_knn_block,
+from askknn.knn_blocks import (knn_agreement, bank_knn_votes, knn_votes, load_blocks, save_blocks, train_knn_block,
                                without_self)
 from askknn.attacks.dknn_attack import DkNNAttack, dknn_thresholds
 from askknn.attacks.ask_apgd import ASKAPGDAttack
@@ -156,7 +156,7 @@ def test_dknn_attack_at_steepness_zero_is_the_flat_sigmoids_limit(metric, digits
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_histograms_exclude_the_point_itself(metric, digits_bank):
     k = 5
-    hist = knn_histograms(digits_bank, LAYERS, k, metric)
+    hist = bank_knn_votes(digits_bank, LAYERS, k, metric)
     for layer in LAYERS:
         dist = brute_distances(digits_bank.features[layer], digits_bank.features[layer], metric)
         np.fill_diagonal(dist, np.inf)
@@ -171,7 +171,7 @@ def test_histograms_with_duplicate_points():
     features = np.array([[0, 0], [0, 0], [0, 0], [9, 9], [9, 8], [8, 9],
                          [1, 0], [2, 0], [3, 0], [-9, -9], [-9, -8], [-8, -9]], dtype=np.float32)
     bank = FeatureBank({"conv4": features}, np.repeat([0, 1], 6))
-    hist, label = knn_histograms(bank, ["conv4"], 3, "l2")["conv4"]
+    hist, label = bank_knn_votes(bank, ["conv4"], 3, "l2")["conv4"]
     np.testing.assert_allclose(hist[:3], [[2 / 3, 1 / 3]] * 3)
     np.testing.assert_array_equal(label[:3], [0, 0, 0])
 

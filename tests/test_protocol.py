@@ -259,6 +259,8 @@ def test_tangos_interval_covers_and_never_collapses():
     z2 = 1.959963984540054 ** 2
     assert tango_interval(0, 0, 50) == pytest.approx((-z2 / (50 + z2), z2 / (50 + z2)))   # no disagreement
     assert tango_interval(50, 0, 50) == pytest.approx(((50 - z2) / (50 + z2), 1.0))   # every pair for a
+    with pytest.raises(ValueError, match="at least one image"):
+        tango_interval(0, 0, 0)
     rng = np.random.default_rng(0)   # 4 points apart, rarely disagreeing: a bootstrap collapses on 0 discordant
     counts = rng.multinomial(50, [0.04, 0.0, 0.96], size=400)
     covered = [lo <= 0.04 <= hi for lo, hi in (tango_interval(a, b, 50) for a, b, _ in counts)]
