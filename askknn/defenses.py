@@ -55,15 +55,21 @@ class AskDefTerm:
         self.g2 = dict(eps=eps / 255, steps=steps, step_size=step_size / 255, train_mode=cfg.attack_mode == "train")
 
     def reference_batch(self, model, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """refs_per_class random training images of every class, then their PGD copies; labels aligned.
+        """refs_per_class distinct random training images of every class, then their PGD copies; labels aligned.
         The picks are drawn and the images gathered where the model is, with no copy from the host, so
         a CUDA graph of the training step (train.cuda_graphs) draws new references at every replay."""
         if self.x_train.device != torch.device(device):   # once: the uint8 images and class lists move there
             self.x_train, self.y_train = self.x_train.to(device), self.y_train.to(device)
             self.members = [m.to(device) for m in self.members]
-        idx = torch.cat([m[torch.randint(len(m), (self.refs_per_class,), device=device)] for m in self.members])
+        idx = self.reference_picks(device)
         x, y = to_float(self.x_train[idx]), self.y_train[idx]
         return torch.cat([x, self.g1(model, x, y)]), torch.cat([y, y])
+
+    def reference_picks(self, device) -> torch.Tensor:
+        """Training-set indices of refs_per_class distinct random images of every class, class by class:
+        the top k of uniform keys, a uniform draw without replacement that reads nothing on the host."""
+        return torch.cat([m[torch.rand(len(m), device=device).topk(self.refs_per_class).indices]
+                          for m in self.members])
 
     def __call__(self, model, x, y, x_adv, feats, net=None) -> torch.Tensor:
         refs, ref_labels = self.reference_batch(model, x.device)

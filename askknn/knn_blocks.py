@@ -150,7 +150,8 @@ def train_knn_block(bank: FeatureBank, layers, k: int = 5, metric: str = "cosine
 @torch.no_grad()
 def knn_agreement(block: KNNBlock, bank: FeatureBank, features: dict[str, np.ndarray], layers, k: int,
                   metric: str) -> dict[str, float]:
-    """Per layer, the fraction of held-out inputs whose head argmax equals their real kNN label."""
+    """Per layer, the fraction of inputs (their `features`, none of them in the bank) whose head argmax
+    equals their real kNN label."""
     device = next(block.parameters()).device
     logits = block({layer: torch.as_tensor(features[layer], dtype=torch.float32, device=device) for layer in layers})
     return {layer: float((logits[layer].argmax(1).cpu().numpy() ==

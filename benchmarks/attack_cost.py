@@ -14,6 +14,7 @@ import platform
 import resource
 import statistics
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -87,28 +88,46 @@ def trained_setting(params: dict, repeats: int):
     return measure(attacks, suite.model, x, y, repeats)
 
 
-def paper_model_setting(name: str, batch: int, repeats: int):
-    """ASK-Atk on an untrained `name` at CIFAR-10 size with a random 1,000-image bank: the cost ratio
-    depends on the shapes, not on the weights, so this measures the paper's model without a GPU."""
+def paper_model_setting(name: str, batch: int, bank_size: int, repeats: int):
+    """ASK-Atk on an untrained `name` at CIFAR-10 size with a bank of `bank_size` random images: the
+    cost ratio depends on the shapes, not on the weights, so this measures the paper's model without a GPU."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=3).eval()
-    images = torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8)
-    bank = FeatureBank(extract_features(model, images, ["conv3", "conv4"], 100), np.repeat(np.arange(10), 100))
+    images = torch.randint(0, 256, (bank_size, 3, 32, 32), dtype=torch.uint8)
+    bank = FeatureBank(extract_features(model, images, ["conv3", "conv4"], 100),
+                       np.arange(bank_size) % 10)
     x, y = torch.rand(batch, 3, 32, 32), torch.arange(batch) % 10
     attacks = [("ask", metric, layers, ASKAttack(bank, layers, 8 / 255, metric, tau=0.03), 20)
                for metric in ("cosine", "l2") for layers in (["conv3"], ["conv4"], ["conv3", "conv4"])]
     return measure(attacks, model, x, y, repeats)
 
 
-def table(title: str, rows: list[dict]) -> list[str]:
+def table(title: str, rows: list[dict], target: float) -> list[str]:
     worst = max(r["ratio"] for r in rows if r["attack"] == "ask")
     lines = [f"## {title}\n", "| attack | metric | layers | batch | steps | floor (s) | attack (s) | attack / floor | "
              "target met |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['attack']} | {r['metric']} | {r['layers']} | {r['batch']} | {r['steps']} | "
               f"{r['floor_seconds']:.3f} | "
-              f"{r['attack_seconds']:.3f} | {r['ratio']:.2f} | {'yes' if r['meets_target'] else 'no'} |" for r in rows]
-    lines.append(f"\nWorst ASK-Atk ratio {worst:.2f} (target {TARGET}).\n")
+              f"{r['attack_seconds']:.3f} | {r['ratio']:.3f} | {'yes' if r['meets_target'] else 'no'} |" for r in rows]
+    lines.append(f"\nWorst ASK-Atk ratio {worst:.3f} (target {target}).\n")
     return lines
+
+
+def render(info: dict) -> str:
+    """benchmark.md from benchmark.json's contents."""
+    lines = ["# Attack cost against the compute floor\n",
+             f"{info['date']}, {info['device']} ({info['cpu']}), {info['threads']} threads; ASK-APGD timed for one run "
+             f"of its steps (later runs attack only the images the DkNN still classifies correctly); floor and attack "
+             f"timed alternately, median of {info['repeats']} pairs (the ratio: the median of the pairs' ratios). "
+             f"Floor = steps x (forward to the deepest attacked layer + backward to the input) at the same batch size. "
+             f"Target: attack <= {info['target_ratio']} x floor. Peak resident memory {info['peak_rss_mib']:.0f} MiB. "
+             f"Written by `python benchmarks/attack_cost.py`; timings vary from run to run.\n"]
+    lines += table(f"Preset `{info['preset']}`: the trained AT model (`{info['model']}`)", info["rows"],
+                   info["target_ratio"])
+    if info["paper_model_rows"]:
+        lines += table(f"The paper's model (`{info['paper_model']}`, untrained, 32x32 inputs, "
+                       f"bank of {info['paper_bank']:,} random images)", info["paper_model_rows"], info["target_ratio"])
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -116,28 +135,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--paper-model", default="vgg16_bn", help="also measure ASK-Atk on this model ('' to skip)")
     parser.add_argument("--paper-batch", type=int, default=32)
+    parser.add_argument("--paper-bank", type=int, default=20000, help="images in the paper model's bank")
     args = parser.parse_args()
     params = load_params()
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     trained = trained_setting(params, args.repeats)
-    paper = paper_model_setting(args.paper_model, args.paper_batch, args.repeats) if args.paper_model else []
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    info = {"preset": params["preset"], "model": params["model"]["name"], "device": str(device()),
+    paper = (paper_model_setting(args.paper_model, args.paper_batch, args.paper_bank, args.repeats)
+             if args.paper_model else [])
+    info = {"date": started, "preset": params["preset"], "model": params["model"]["name"], "device": str(device()),
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "peak_rss_mib": peak_mib, "target_ratio": TARGET, "rows": trained,
-            "paper_model": args.paper_model, "paper_model_rows": paper}
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "repeats": args.repeats,
+            "target_ratio": TARGET, "rows": trained, "paper_model": args.paper_model, "paper_bank": args.paper_bank,
+            "paper_model_rows": paper}
     write_json(REPORTS / "benchmark.json", info)
-    lines = ["# Attack cost against the compute floor\n",
-             f"{info['device']}, {info['threads']} threads; ASK-APGD timed for one run of its steps (later runs attack "
-             f"only the images the DkNN still classifies correctly); floor and attack timed "
-             f"alternately, median of {args.repeats} pairs. Floor = steps x "
-             f"(forward to the deepest attacked layer + backward to the input) at the same batch size. "
-             f"Target: attack <= {TARGET} x floor. Peak resident memory {peak_mib:.0f} MiB. "
-             f"Written by `python benchmarks/attack_cost.py`; timings vary from run to run.\n"]
-    lines += table(f"Preset `{params['preset']}`: the trained AT model (`{params['model']['name']}`)", trained)
-    if paper:
-        lines += table(f"The paper's model (`{args.paper_model}`, untrained, 32x32 inputs, random 1,000-image bank)",
-                       paper)
-    write_text(REPORTS / "benchmark.md", "\n".join(lines) + "\n")
+    write_text(REPORTS / "benchmark.md", render(info))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ def test_every_shipped_preset_is_valid(project):
     ({}, {"train": {"eps": 300}}, "train.eps = 300"),
     ({}, {"attacks": {"steps": -1}}, r"attacks.steps = -1 must be an integer in \[0"),
     ({}, {"experiments": {"k_values": [1, 600]}}, "experiments.k_values has 600, larger than a class's share"),
+    ({}, {"attacks": {"dknn_atk": {"guides": 4}}},
+     "attacks.dknn_atk.guides = 4 is smaller than dknn.k = 5: DkNN-Atk needs at least K guides; set it to k or to 5"),
     ({}, {"attacks": {"sw20": {"guides_grid": [3, 600]}}},
      "attacks.sw20.guides_grid has 600, larger than a class's share"),
     ({}, {"attacks": {"advknn": {"ce_share_grid": [0.3, 20]}}}, r"attacks.advknn.ce_share_grid.* \[0, 1\]"),

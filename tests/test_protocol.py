@@ -114,6 +114,8 @@ def test_random_negatives_keep_the_true_class_references(digits_model, digits_ba
     others[rows, y.numpy()] = False
     assert (idx_rand[others] != idx_knn[others]).mean() > 0.5                           # X-: at random
     assert (digits_bank.labels[idx_rand] == np.arange(10)[None, :, None]).all()          # of the right class
+    negatives = np.sort(idx_rand[others][:, :rand.k_neg], 1)
+    assert (np.diff(negatives, axis=1) > 0).all()                                       # K- distinct points
 
 
 def test_dknn_atk_guides_follow_k(digits, digits_model, digits_bank):

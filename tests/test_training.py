@@ -88,6 +88,15 @@ def test_askdef_reference_labels_are_aligned_with_their_images(prepared, params)
     assert torch.bincount(labels[:n]).tolist() == [params["methods"]["askdef"]["refs_per_class"]] * 10
 
 
+def test_askdef_draws_distinct_reference_images_of_each_class(prepared, params):
+    term = extra_term("askdef", params, prepared, config())
+    k = params["methods"]["askdef"]["refs_per_class"]
+    torch.manual_seed(0)
+    picks = torch.stack([term.reference_picks("cpu").view(10, k) for _ in range(200)])
+    assert (picks.sort(-1).values.diff(dim=-1) > 0).all()
+    assert (term.y_train[picks] == torch.arange(10)[:, None]).all()
+
+
 def fixed_batch(method, params, prepared):
     """The method's config and loss term, a fresh seeded model and the first 100 training images."""
     cfg = config()

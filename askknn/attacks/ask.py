@@ -78,7 +78,8 @@ class ASKAttack(Attack):
             y = y.to(idx.device)
             for c, members in enumerate(self.bank.class_members):
                 other = y != c
-                draws = self.randint(len(members), (int(other.sum()), self.k_neg)).numpy()
+                # K- distinct points per image: the top K- of uniform keys, a draw without replacement
+                draws = self.rand(int(other.sum()), len(members)).topk(self.k_neg, dim=1).indices.numpy()
                 idx[other, c, :self.k_neg] = torch.from_numpy(members[draws]).to(idx.device)
         return idx, dist[:, :, :self.k_neg].clamp_min(0).sqrt().mean(-1)   # the search's distances are squared
 

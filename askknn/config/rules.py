@@ -1,7 +1,7 @@
 """The cross-field rules of a preset: split sizes against the classes and the dataset, K against a
-class's share of the bank, layers against the bank's, the model's width, the subsets against the
-splits they come from, and CUDA graphs against the learning-rate schedule. Each rule returns its
-problems as sentences naming the keys and the fix; a valid preset has none."""
+class's share of the bank, DkNN-Atk's guides against K, layers against the bank's, the model's width,
+the subsets against the splits they come from, and CUDA graphs against the learning-rate schedule.
+Each rule returns its problems as sentences naming the keys and the fix; a valid preset has none."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -95,8 +95,12 @@ def share_problems(p: Preset) -> list[str]:
     within_share("dknn.k", [p.dknn.k], True)
     within_share("attacks.ask.k_pos", [p.attacks.ask.k_pos], True)
     within_share("attacks.ask.k_neg", [p.attacks.ask.k_neg], True)
-    if p.attacks.dknn_atk.guides != "k":
-        within_share("attacks.dknn_atk.guides", [p.attacks.dknn_atk.guides], True)
+    guides = p.attacks.dknn_atk.guides
+    if guides != "k":
+        within_share("attacks.dknn_atk.guides", [guides], True)
+        if guides < p.dknn.k:   # fewer guides than K cannot outvote the true class (Sitawarin & Wagner: m >= K)
+            out.append(f"attacks.dknn_atk.guides = {guides} is smaller than dknn.k = {p.dknn.k}: DkNN-Atk needs at "
+                       f"least K guides; set it to k or to {p.dknn.k} or more")
     within_share("attacks.sw20.guides_grid", p.attacks.sw20.guides_grid, False)
     for key in ("k_values", "k_pos_values", "k_neg_values"):
         within_share(f"experiments.{key}", getattr(p.experiments, key), False)

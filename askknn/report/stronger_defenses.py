@@ -56,7 +56,9 @@ def stronger_defense_table(params, verdicts) -> str:
     cost = {}
     for m, c in cells.items():
         for name in names:
-            for attack, run in (c[name]["cascade"] or {}).items():
+            runs = c[name]["cascade"] or {}
+            for attack in (a for a in registry.cascade() if a in runs):   # in the order they ran
+                run = runs[attack]
                 cost[f"{METHOD_NAMES[m]}, {name}, {ATTACK_NAMES[attack]}"] = {
                     "images attacked": run["images"], "of which fooled": run["fooled"],
                     "ms per image": f"{1000 * run['seconds_per_image']:.2f}"}

@@ -91,13 +91,16 @@ def metric_tables(params, verdicts, found: dict, metric: str) -> str:
                    **stronger_columns(verdicts, found, metric, name, cells, outs, n_worst)} for name in names}
     found["timing"].update({(ATTACK_NAMES[a], metric): np.mean([c["seconds_per_image"] for c in cells[a].values()])
                             for a in suite()})
-    success = pd.DataFrame({ATTACK_NAMES[a]: {n: rate_with_ci(cells[a][n]["success_rate"], clean_correct(cells[a][n]))
-                                              for n in names} for a in suite()})
+    success = {ATTACK_NAMES[a]: {n: rate_with_ci(cells[a][n]["success_rate"], clean_correct(cells[a][n]))
+                                 for n in names} for a in suite()}
+    success["n (clean correct)"] = {n: clean_correct(cells["ask"][n]) for n in names}
+    if subset() and n_worst < n_of(cells["ask"]):
+        success[f"n (clean correct, first {n_worst})"] = {n: clean_correct(cells[subset()[0]][n]) for n in names}
     return (f"\n### {metric} similarity (n = {n_of(cells['ask'])}; clean DkNN accuracy: "
             + ", ".join(f"{n} {with_ci(cells['ask'][n]['clean'])}" for n in names) + ")\n\n"
             + markdown(pd.DataFrame(rows).T)
             + "\nAttack success rate (%) on the images the clean DkNN classifies correctly ("
-            f"{listing(subset())}: first {n_worst}):\n\n" + markdown(success))
+            f"{listing(subset())}: first {n_worst}):\n\n" + markdown(pd.DataFrame(success)))
 
 
 def attack_time(params, timing: dict) -> str:

@@ -21,6 +21,11 @@ from askknn.stats import (
 COLLAPSE = 0.5   # catastrophic overfitting: held-out PGD accuracy below this fraction of its best epoch's
 
 
+def training_attack(eps: int, steps: int, step_size: float) -> str:
+    return (f"FGSM with a random start (one step of {step_size:g}/255 at eps {eps}/255)" if steps == 1
+            else f"PGD-{steps} (step {step_size:g}/255 at eps {eps}/255)")
+
+
 def training(params, verdicts) -> str:
     n_val, seed0 = metrics("", "data")["val_images"], params["seeds"][0]
     at_seconds = {seed: metrics("train", model_name("at", seed))["epoch_seconds"] for seed in params["seeds"]}
@@ -43,9 +48,9 @@ def training(params, verdicts) -> str:
     for ax, title in zip(axes, ("held-out clean accuracy", f"held-out PGD accuracy (eps {params['train']['eps']})")):
         ax.set(title=title, xlabel="epoch", ylabel="%")
         ax.legend(fontsize=7)
-    train = params["train"]
-    recipe = (f"FGSM with a random start (one step of {train['pgd_step_size']:g}/255)" if train["pgd_steps"] == 1
-              else f"PGD-{train['pgd_steps']} (step {train['pgd_step_size']:g}/255)")
+    train, wide = params["train"], params["methods"]["at_wide"]
+    recipe = (f"{training_attack(train['eps'], train['pgd_steps'], train['pgd_step_size'])}, "
+              f"{METHOD_NAMES['at_wide']}: {training_attack(wide['eps'], wide['steps'], wide['step_size'])}")
     return (f"## Training (held-out split of the training data, n = {n_val}; the final model is kept, the test "
             f"set is never used; training attack: {recipe}; held-out PGD-{train['val_pgd_steps']} at the AT budget, "
             f"step eps/4, for every method, an image counting if it is classified correctly clean and under "
