@@ -1,7 +1,7 @@
 """Stage advknn_block@<method>-<metric> <seed>: AdvKnn's deep kNN blocks for one trained model
 (training seed `seed`; every model's, in both metrics: the tuning of AdvKnn's CE share, Table 1 and Table
 3's worst case attack through them), trained on the cached bank features (backbone frozen), and
-their agreement with the real kNN on held-out images. Two blocks, one per CE weight of the original:
+their agreement with the real kNN. Two blocks, one per CE weight of the original:
 `single` (lam_single, for one-layer attacks) and `multi` (lam_multi, for attacks on several layers);
 the attack's own CE share is tuned (stage tune). The agreement is measured on the held-out images and
 on the evaluation images, those the attacks run on (measured only: nothing is chosen by it)."""
