@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from askknn import registry
+from askknn.report.common import ATTACK_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_run  # noqa: E402
@@ -176,6 +179,17 @@ def test_the_tiny_preset_runs_whole_through_the_shell_script_and_is_gathered(tmp
     for label in ("ASK-Def, seed 2", "AT+SNN, mean of 3 seeds"):
         assert label in results
     assert "per-image sign test p = " in results and "t-test over seeds p = " in results
+    # the control's own training attack; success rates with their n; blocks' agreement on the evaluated images
+    assert "AT (G2 budget): PGD-2 (step 6/255 at eps 24/255)" in results and "n (clean correct, first 40)" in results
+    assert "conv4, evaluation images" in results
+    # the cascade's cost rows in the order the cascade ran, for every model and layer set
+    cost = results.split("Cost of the cascade")[1].split("\n\n")[1]
+    rows = [line.split("|")[1].strip().rsplit(", ", 1) for line in cost.splitlines()[2:]]
+    names = [ATTACK_NAMES[a] for a in registry.cascade()]
+    by_setting = {}
+    for setting, attack in rows:
+        by_setting.setdefault(setting, []).append(attack)
+    assert by_setting and all(order == [n for n in names if n in order] for order in by_setting.values())
     # Table 3's seed-0 AT cell is Table 1's first start: same model, attack and generator
     outcomes = copy / "reports/tiny/outcomes"
     trained = json.loads((outcomes / "trained/at_seed0.json").read_text())["robust"]["ask"]
