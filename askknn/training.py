@@ -4,12 +4,12 @@ loss = CE(f(PGD(x)), y) + extra_term(...). Every epoch draws its randomness from
 seed + epoch, and a checkpoint (model, optimizer, history; askknn.checkpoints) is written atomically
 after each epoch, so an interrupted run resumed from its checkpoint ends with the same weights.
 
-On CUDA, without changing what the CPU computes: the uint8 images live on the device and are
-converted and augmented there, the model runs channels_last with cudnn.benchmark and (train.precision:
-bf16) under bf16 autocast, the losses in float32 (askknn.losses); statistics are read once per epoch.
-The epoch's permutation comes from the CPU generator (the same batches on every device and rank);
-random starts and augmentations are drawn on the device. train.cuda_graphs replays each step as one
-CUDA graph (askknn.cuda_graphs).
+The model and its input batches are channels_last on every device (askknn.models). On CUDA, without
+changing what the CPU computes: the uint8 images live on the device and are converted and augmented
+there, cuDNN runs with cudnn.benchmark and (train.precision: bf16) under bf16 autocast, the losses
+in float32 (askknn.losses); statistics are read once per epoch. The epoch's permutation comes from
+the CPU generator (the same batches on every device and rank); random starts and augmentations are
+drawn on the device. train.cuda_graphs replays each step as one CUDA graph (askknn.cuda_graphs).
 
 Under torchrun (askknn.distributed) every pass whose gradient trains the model, the loss terms'
 included, goes through the DistributedDataParallel wrapper's forward (the only path that
@@ -173,13 +173,11 @@ class TrainLoop:
 
 
 def place_model(model, device) -> torch.device:
-    """`model` moved to `device` (channels_last, with cudnn.benchmark, on CUDA)."""
+    """`model` moved to `device` in channels_last (askknn.models), with cudnn.benchmark on CUDA."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN time and keep its fastest kernels
-        model.to(device, memory_format=torch.channels_last)
-    else:
-        model.to(device)
+    model.to(device, memory_format=torch.channels_last)
     return device
 
 
@@ -215,8 +213,7 @@ def train_step(loop: TrainLoop, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     cfg, model = loop.cfg, loop.model
     if cfg.augment == "crop_flip":
         x = crop_flip(x)
-    if loop.device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
     with autocast(cfg, loop.device):
         x_adv = loop.attack(model, x, y)
         model.train()

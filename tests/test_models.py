@@ -63,3 +63,18 @@ def test_width_on_a_model_without_it_names_the_models_that_have_it():
         create_model("small_cnn", in_channels=1, width=0.5)
     with pytest.raises(ParamError, match="model.width = 0 must be positive"):
         create_model("vgg16_bn", width=0)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_models_are_channels_last_and_their_features_keep_the_chw_order(name):
+    shape, dims = SHAPES[name]
+    model = create_model(name, num_classes=10, in_channels=shape[0]).eval()
+    kernels = [p for p in model.parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    plain = create_model(name, num_classes=10, in_channels=shape[0]).to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(2, *shape)
+    with torch.no_grad():
+        ours, reference = model.features(x, list(dims)), plain.eval().features(x, list(dims))
+    for layer in dims:   # the same vector, entry by entry, as the NCHW model's (up to rounding)
+        torch.testing.assert_close(ours[layer], reference[layer], rtol=1e-4, atol=1e-5)
