@@ -173,11 +173,11 @@ class TrainLoop:
 
 
 def place_model(model, device) -> torch.device:
-    """`model` moved to `device` in channels_last (askknn.models), with cudnn.benchmark on CUDA."""
+    """`model` moved to `device`, keeping its channels_last layout (askknn.models); cudnn.benchmark on CUDA."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN time and keep its fastest kernels
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device)
     return device
 
 
