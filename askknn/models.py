@@ -5,10 +5,10 @@ to logits. `features(x, layers)` runs the blocks only as deep as the deepest req
 attacks on conv3/conv4 never pay for the rest of the network.
 
 Models are built in the channels_last memory format, on every device: the convolutions (oneDNN on
-the CPU, cuDNN on the GPU) and max pooling then skip layout conversions. Measured on 2 CPU cores
-(2026-12-07, forward and backward to the input at conv4): small_cnn 35 -> 25 ms at batch 128,
-vgg16_bn at width 0.25 109 -> 77 ms; max pooling alone ran 5x faster. Block outputs are flattened in
-the usual (C, H, W) order whatever the layout, so feature vectors mean the same.
+the CPU, cuDNN on the GPU) and max pooling then skip layout conversions. On 2 CPU cores at batch 128
+(reports/layout_speed.md, benchmarks/layout_speed.py, 2026-12-07) an attack step to conv4 ran 1.45x
+faster on small_cnn and 1.29x on vgg16_bn at width 0.25, a training step 1.52x and 1.38x. Block
+outputs are flattened in the usual (C, H, W) order whatever the layout, so feature vectors mean the same.
 """
 from __future__ import annotations
 
