@@ -49,7 +49,11 @@ class DeepKNN:
     def votes(self, features: dict) -> tuple[np.ndarray, np.ndarray]:
         """(vote counts (B, C), predictions (B,)): argmax of the counts, ties broken by the nearest
         neighbour whose class is tied (neighbours ordered by rank, then by layer)."""
-        labels = self.neighbour_labels(features)
+        return self.votes_of(self.neighbour_labels(features))
+
+    def votes_of(self, labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """votes() from each layer's neighbour labels (B, K), nearest first: for a caller that has
+        already searched the bank (the same search: this DkNN's layers, K and metric)."""
         counts = self.counts_of(labels)
         by_rank = np.stack([labels[layer] for layer in self.layers], axis=2).reshape(len(counts), -1)
         return counts, knn_prediction(counts, by_rank)

@@ -52,7 +52,7 @@ def plane():
 def objective(attack, x, y):
     """References chosen at x, and the hinge there."""
     features = identity_net().features(x, attack.layers)
-    refs = attack.select(features, y)
+    refs = attack.select(features, y, attack.nearest(features))
     return refs, attack.hinge(features, refs)
 
 
@@ -165,12 +165,28 @@ def test_keeps_the_first_point_the_dknn_misclassifies_even_if_later_ones_are_not
     # judged at steps 0, 2, 4 and the last (6); the judge is fooled only at step 2, by the first input
     attack = plane_attack(plane, 6, 2)
     x, y = torch.tensor([[0.5, 0.5], [0.45, 0.6]]), torch.tensor([0, 1])
-    judge = Recorder(attack.judge, "predict",
-                     lambda call: np.array([1 if call == 1 else 0, 1]))
+    judged = []
+
+    def votes_of(labels):
+        judged.append(labels)
+        return None, np.array([1 if len(judged) == 2 else 0, 1])
+    attack.judge.votes_of = votes_of
+    hinge = Recorder(attack, "hinge")   # with the identity net, each step's point
     out = attack(identity_net(), x, y)
-    assert len(judge.calls) == 4
-    torch.testing.assert_close(out[0], judge.calls[1][0])
-    assert not torch.equal(out[0], judge.calls[-1][0])
+    assert len(judged) == 4
+    torch.testing.assert_close(out[0], hinge.calls[2][0])
+    assert not torch.equal(out[0], hinge.calls[6][0])
+
+
+def test_one_search_per_judgement_serves_the_thresholds_too(plane):
+    # judged at steps 0, 2, 4 and the last (6), re-selected at 0, 2 and 4: the thresholds' K-th
+    # distance comes from the judge's own search of the same point, so 4 searches, not 7
+    attack = plane_attack(plane, 6, 2)
+    searches, search = [], plane.search
+    plane.search = lambda *args: searches.append(args) or search(*args)
+    select = Recorder(attack, "select")
+    attack(identity_net(), torch.tensor([[0.5, 0.5], [0.45, 0.6]]), torch.tensor([0, 1]))
+    assert len(select.calls) == 3 and len(searches) == 4
 
 
 def test_keeps_the_lowest_objective_since_the_last_reselection_when_never_fooled(plane):
@@ -183,7 +199,7 @@ def test_keeps_the_lowest_objective_since_the_last_reselection_when_never_fooled
     real = hinge.method
     hinge.method = lambda features, refs: real(features, refs) + offsets[len(hinge.calls) - 1]
     x, y = torch.tensor([[0.5, 0.5], [0.45, 0.6]]), torch.tensor([0, 1])
-    attack.judge = type("NeverFooled", (), {"predict": lambda self, features: np.array([0, 1])})()
+    attack.judge = type("NeverFooled", (), {"votes_of": lambda self, labels: (None, np.array([0, 1]))})()
     out = attack(identity_net(), x, y)
     torch.testing.assert_close(out, hinge.calls[4])
     assert not torch.equal(out, hinge.calls[6])

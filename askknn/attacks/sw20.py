@@ -69,11 +69,6 @@ def class_guides(bank: FeatureBank, layer: str, metric: str, features, y: np.nda
     return target, idx[rows, y], idx[rows, target]
 
 
-def kth_distance(bank: FeatureBank, layer: str, metric: str, features, k: int) -> np.ndarray:
-    """Squared distance (B,) to the k-th nearest bank point at `layer`, in the metric's geometry."""
-    return bank.search(layer, metric, features, k)[0][:, k - 1]
-
-
 def squared_distances(features: torch.Tensor, guides: torch.Tensor, guide_sq_norms: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (B, m) from features (B, D) to per-example guides (B, m, D), both in
     the metric's geometry: one matrix product instead of a (B, m, D) difference; clamped at 0 against
@@ -120,9 +115,16 @@ class SW20Attack(Attack):
         self.half, self.k, self.reselect = guides // 2, k, reselect
         self.judge = DeepKNN(bank, layers, k, metric)
 
+    def nearest(self, features: dict[str, torch.Tensor]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per attacked layer, the squared distances and indices (B, K) of the K nearest bank points:
+        one search serves both the thresholds (the K-th distance) and the judging DkNN's vote."""
+        return {layer: self.bank.search(layer, self.metric, features[layer], self.k) for layer in self.layers}
+
     @torch.no_grad()
-    def select(self, features: dict[str, torch.Tensor], y: torch.Tensor) -> SW20References:
-        """Target, guides and thresholds at the point whose features (at every attacked layer) are given."""
+    def select(self, features: dict[str, torch.Tensor], y: torch.Tensor,
+               nearest: dict[str, tuple[np.ndarray, np.ndarray]]) -> SW20References:
+        """Target, guides and thresholds at the point whose features (at every attacked layer) and
+        K nearest bank points (`nearest`) are given."""
         device = features[self.layers[0]].device
         target, true_idx, target_idx = class_guides(self.bank, self.layers[0], self.metric,
                                                     features[self.layers[0]], y.cpu().numpy(), self.half)
@@ -131,7 +133,7 @@ class SW20Attack(Attack):
         layers = {}
         for layer in self.layers:
             vectors = self.bank.gather(layer, self.metric, guides).to(device)
-            threshold = kth_distance(self.bank, layer, self.metric, features[layer], self.k)
+            threshold = np.ascontiguousarray(nearest[layer][0][:, self.k - 1])
             layers[layer] = vectors, vectors.pow(2).sum(-1), torch.from_numpy(threshold).to(device)[:, None]
         return SW20References(target, guides, signs, layers)
 
@@ -146,11 +148,12 @@ class SW20Attack(Attack):
     def loss(self, model, x_adv, y, refs) -> torch.Tensor:
         return -self.hinge(model.features(x_adv, self.layers), refs)
 
-    def keep_fooled(self, features: dict[str, torch.Tensor], x_adv: torch.Tensor, y: torch.Tensor,
+    def keep_fooled(self, nearest: dict[str, tuple[np.ndarray, np.ndarray]], x_adv: torch.Tensor, y: torch.Tensor,
                     kept: torch.Tensor, fooled: torch.Tensor) -> None:
-        """Judge x_adv (given its features) with the DkNN; in place, keep it for every input it
-        misclassifies for the first time and mark those inputs fooled."""
-        new = (torch.from_numpy(self.judge.predict(features)).to(y.device) != y) & ~fooled
+        """Judge x_adv (given its K nearest bank points) with the DkNN; in place, keep it for every
+        input it misclassifies for the first time and mark those inputs fooled."""
+        labels = {layer: self.bank.labels[idx] for layer, (_, idx) in nearest.items()}
+        new = (torch.from_numpy(self.judge.votes_of(labels)[1]).to(y.device) != y) & ~fooled
         kept[new] = x_adv[new]
         fooled |= new
 
@@ -166,11 +169,13 @@ class SW20Attack(Attack):
             with torch.set_grad_enabled(not last):
                 features = model.features(x_adv, self.layers)
             plain = {layer: f.detach() for layer, f in features.items()}
+            if t % self.reselect == 0 or last:
+                nearest = self.nearest(plain)
             if t == 0 or (t % self.reselect == 0 and not last):
-                refs = self.select(plain, y)
+                refs = self.select(plain, y, nearest)
                 kept_loss.fill_(-torch.inf)
             if t % self.reselect == 0 or last:
-                self.keep_fooled(plain, x_adv.detach(), y, kept, fooled)
+                self.keep_fooled(nearest, x_adv.detach(), y, kept, fooled)
             loss = -self.hinge(features, refs)
             better = ~fooled & (loss.detach() > kept_loss)
             kept[better], kept_loss[better] = x_adv.detach()[better], loss.detach()[better]
