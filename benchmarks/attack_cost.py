@@ -10,6 +10,7 @@ Run after `dvc repro` (it needs the AT model, its bank and tune@at):  python ben
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -30,6 +31,15 @@ from askknn.runtime import REPORTS, device, layer_set_name
 
 TARGETS = {"cpu": 1.1, "cuda": 1.15}   # the project's targets: attack time / floor, per device type
 TARGET = TARGETS[device().type]
+
+
+MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")   # the Makefile's and dvc.yaml's
+
+
+def malloc_settings() -> str:
+    """The glibc malloc settings this process runs under: they change CPU timings by 15-25%."""
+    found = [f"{k}={os.environ[k]}" for k in MALLOC_SETTINGS if k in os.environ]
+    return ", ".join(found) or "glibc's defaults (not the Makefile's settings)"
 
 
 def seconds(fn) -> float:
@@ -126,7 +136,7 @@ def render(info: dict) -> str:
              f"Target: attack <= {info['target_ratio']} x floor. `once per batch`: the attack's work before its "
              f"steps (the clean forward pass, the kNN search for its references, gathering them; median of as many "
              f"runs), the part of its cost that does not scale with the steps; `steps alone / floor` leaves it out. "
-             f"Peak resident memory {info['peak_rss_mib']:.0f} MiB. "
+             f"Peak resident memory {info['peak_rss_mib']:.0f} MiB. Malloc: {info.get('malloc', 'not recorded')}. "
              f"Written by `python benchmarks/attack_cost.py`; timings vary from run to run.\n"]
     lines += table(f"Preset `{info['preset']}`: the trained AT model (`{info['model']}`)", info["rows"],
                    info["target_ratio"])
@@ -150,6 +160,7 @@ def main() -> None:
              if args.paper_model else [])
     info = {"date": started, "preset": params["preset"], "model": params["model"]["name"], "device": str(device()),
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "malloc": malloc_settings(),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "repeats": args.repeats,
             "target_ratio": TARGET, "rows": trained, "paper_model": args.paper_model, "paper_bank": args.paper_bank,
             "paper_model_rows": paper}

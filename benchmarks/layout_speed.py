@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import torch
 import torch.nn.functional as F
 
-from attack_cost import seconds
+from attack_cost import malloc_settings, seconds
 from askknn.io import write_json, write_text
 from askknn.models import create_model
 from askknn.runtime import REPORTS
@@ -85,7 +85,8 @@ def measure(name: str, width: float, channels: int, side: int, batch: int, repea
 
 def render(info: dict) -> str:
     lines = ["# Memory layout: channels_last against NCHW\n",
-             f"{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}. Each step timed "
+             f"{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}, malloc: "
+             f"{info.get('malloc', 'not recorded')}. Each step timed "
              f"{info['inner']} times in a row, the two layouts alternately, {info['repeats']} pairs; milliseconds per "
              f"step are medians, the speed-up the median of the pairs' ratios (NCHW / channels_last). The same "
              f"weights in both layouts; `max |diff|` compares their conv4 features. Written by "
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for *setting, batch in SETTINGS
             for row in measure(*setting, args.batch or batch, args.repeats, args.inner)]
     info = {"date": started, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "malloc": malloc_settings(),
             "torch": torch.__version__, "repeats": args.repeats, "inner": args.inner, "rows": rows}
     write_json(args.out / "layout_speed.json", info)
     write_text(args.out / "layout_speed.md", render(info))

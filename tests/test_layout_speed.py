@@ -19,5 +19,7 @@ def test_the_layout_benchmark_times_both_layouts_of_the_same_model(tmp_path):
     for row in info["rows"]:
         assert row["max_feature_diff"] < 1e-4
         assert row["NCHW_ms"] > 0 and row["channels_last_ms"] > 0
+    assert info["malloc"] == layout_speed.malloc_settings()
     text = (tmp_path / "layout_speed.md").read_text()
+    assert f"malloc: {info['malloc']}." in text
     assert text.count("| small_cnn | 1.0 | 2 |") == 2 and text.count("| vgg16_bn | 0.25 | 2 |") == 2
