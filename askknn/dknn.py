@@ -30,10 +30,17 @@ class DeepKNN:
         self.bank, self.layers, self.k, self.metric = bank, list(layers), k, metric
         self.calibration: np.ndarray | None = None
 
+    def nearest(self, features: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Squared distances and bank indices (B, K) of the K nearest bank points at each layer."""
+        return {layer: self.bank.search(layer, self.metric, features[layer], self.k) for layer in self.layers}
+
+    def labels_of(self, nearest: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The labels (B, K) of `nearest`'s neighbours at each layer."""
+        return {layer: self.bank.labels[idx] for layer, (_, idx) in nearest.items()}
+
     def neighbour_labels(self, features: dict) -> dict[str, np.ndarray]:
         """Labels (B, K) of the K nearest bank points at each layer."""
-        return {layer: self.bank.labels[self.bank.search(layer, self.metric, features[layer], self.k)[1]]
-                for layer in self.layers}
+        return self.labels_of(self.nearest(features))
 
     def counts_of(self, labels: dict[str, np.ndarray]) -> np.ndarray:
         """Votes (B, C) summed over the layers, from each layer's neighbour labels. Every layer has
@@ -52,8 +59,8 @@ class DeepKNN:
         return self.votes_of(self.neighbour_labels(features))
 
     def votes_of(self, labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """votes() from each layer's neighbour labels (B, K), nearest first: for a caller that has
-        already searched the bank (the same search: this DkNN's layers, K and metric)."""
+        """votes() from each layer's neighbour labels (B, K), nearest first, e.g. labels_of(nearest(...))
+        for a caller that also uses the search's distances."""
         counts = self.counts_of(labels)
         by_rank = np.stack([labels[layer] for layer in self.layers], axis=2).reshape(len(counts), -1)
         return counts, knn_prediction(counts, by_rank)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-from pathlib import Path
 import platform
 import statistics
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -66,15 +66,14 @@ def measure(name: str, width: float, channels: int, side: int, batch: int, repea
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=channels, width=width)
     x, y = torch.rand(batch, channels, side, side), torch.arange(batch) % 10
-    pairs = {layout: in_layout(model, x, layout) for layout in LAYOUTS}
+    copies = {layout: in_layout(model, x, layout) for layout in LAYOUTS}   # layout -> (model, input)
     with torch.no_grad():
-        model.eval()
-        feats = [m.eval().features(xi, ["conv4"])["conv4"] for m, xi in pairs.values()]
+        feats = [m.eval().features(xi, ["conv4"])["conv4"] for m, xi in copies.values()]
         max_diff = (feats[0] - feats[1]).abs().max().item()
     rows = []
     for step, make in (("attack step (conv4)", lambda m, xi: attack_step(m.eval(), xi)),
                        ("training step", lambda m, xi: training_step(m.train(), xi, y))):
-        runs = {layout: make(m, xi) for layout, (m, xi) in pairs.items()}
+        runs = {layout: make(m, xi) for layout, (m, xi) in copies.items()}
         for run in runs.values():
             run()   # warm-up: oneDNN picks its kernels on the first call
         rows.append({"model": name, "width": width, "batch": batch, "step": step,

@@ -52,7 +52,7 @@ def plane():
 def objective(attack, x, y):
     """References chosen at x, and the hinge there."""
     features = identity_net().features(x, attack.layers)
-    refs = attack.select(features, y, attack.nearest(features))
+    refs = attack.select(features, y, attack.judge.nearest(features))
     return refs, attack.hinge(features, refs)
 
 
@@ -199,7 +199,7 @@ def test_keeps_the_lowest_objective_since_the_last_reselection_when_never_fooled
     real = hinge.method
     hinge.method = lambda features, refs: real(features, refs) + offsets[len(hinge.calls) - 1]
     x, y = torch.tensor([[0.5, 0.5], [0.45, 0.6]]), torch.tensor([0, 1])
-    attack.judge = type("NeverFooled", (), {"votes_of": lambda self, labels: (None, np.array([0, 1]))})()
+    attack.judge.votes_of = lambda labels: (None, np.array([0, 1]))   # never fooled
     out = attack(identity_net(), x, y)
     torch.testing.assert_close(out, hinge.calls[4])
     assert not torch.equal(out, hinge.calls[6])

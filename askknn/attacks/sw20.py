@@ -115,16 +115,11 @@ class SW20Attack(Attack):
         self.half, self.k, self.reselect = guides // 2, k, reselect
         self.judge = DeepKNN(bank, layers, k, metric)
 
-    def nearest(self, features: dict[str, torch.Tensor]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per attacked layer, the squared distances and indices (B, K) of the K nearest bank points:
-        one search serves both the thresholds (the K-th distance) and the judging DkNN's vote."""
-        return {layer: self.bank.search(layer, self.metric, features[layer], self.k) for layer in self.layers}
-
     @torch.no_grad()
     def select(self, features: dict[str, torch.Tensor], y: torch.Tensor,
                nearest: dict[str, tuple[np.ndarray, np.ndarray]]) -> SW20References:
         """Target, guides and thresholds at the point whose features (at every attacked layer) and
-        K nearest bank points (`nearest`) are given."""
+        K nearest bank points (`nearest`, the judging DkNN's search) are given."""
         device = features[self.layers[0]].device
         target, true_idx, target_idx = class_guides(self.bank, self.layers[0], self.metric,
                                                     features[self.layers[0]], y.cpu().numpy(), self.half)
@@ -152,8 +147,8 @@ class SW20Attack(Attack):
                     kept: torch.Tensor, fooled: torch.Tensor) -> None:
         """Judge x_adv (given its K nearest bank points) with the DkNN; in place, keep it for every
         input it misclassifies for the first time and mark those inputs fooled."""
-        labels = {layer: self.bank.labels[idx] for layer, (_, idx) in nearest.items()}
-        new = (torch.from_numpy(self.judge.votes_of(labels)[1]).to(y.device) != y) & ~fooled
+        predictions = self.judge.votes_of(self.judge.labels_of(nearest))[1]
+        new = (torch.from_numpy(predictions).to(y.device) != y) & ~fooled
         kept[new] = x_adv[new]
         fooled |= new
 
@@ -169,13 +164,12 @@ class SW20Attack(Attack):
             with torch.set_grad_enabled(not last):
                 features = model.features(x_adv, self.layers)
             plain = {layer: f.detach() for layer, f in features.items()}
-            if t % self.reselect == 0 or last:
-                nearest = self.nearest(plain)
+            if t % self.reselect == 0 or last:   # one search: the judgement's, and the thresholds'
+                nearest = self.judge.nearest(plain)
+                self.keep_fooled(nearest, x_adv.detach(), y, kept, fooled)
             if t == 0 or (t % self.reselect == 0 and not last):
                 refs = self.select(plain, y, nearest)
                 kept_loss.fill_(-torch.inf)
-            if t % self.reselect == 0 or last:
-                self.keep_fooled(nearest, x_adv.detach(), y, kept, fooled)
             loss = -self.hinge(features, refs)
             better = ~fooled & (loss.detach() > kept_loss)
             kept[better], kept_loss[better] = x_adv.detach()[better], loss.detach()[better]
