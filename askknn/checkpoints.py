@@ -11,10 +11,12 @@ from pathlib import Path
 
 from askknn.distributed import broadcast_object, is_main
 from askknn.io import load_torch, save_torch
+from askknn.shared import ParamError
 
 
-class CheckpointMismatch(RuntimeError):
-    """A checkpoint written by another number of processes or with another global batch."""
+class CheckpointMismatch(ParamError):
+    """A checkpoint written by another number of processes or with another global batch (a
+    ParamError, so a stage ends with its one-line message and the fix)."""
 
 
 def read_checkpoint(path: Path):

@@ -69,9 +69,10 @@ class TrainConfig:
                    train_mode=self.attack_mode == "train")
 
     def held_out_pgd(self) -> PGD:
-        """The held-out check after each epoch: PGD at the AT budget, step eps/4 as every evaluation's."""
-        return PGD(self.eps / 255, steps=self.val_pgd_steps, step_size=self.eps / 4 / 255,
-                   train_mode=self.attack_mode == "train")
+        """The held-out check after each epoch: PGD at the AT budget, step eps/4 as every evaluation's,
+        on the model in eval mode whatever `attack_mode` (in train mode its BatchNorm statistics would
+        take in the held-out images)."""
+        return PGD(self.eps / 255, steps=self.val_pgd_steps, step_size=self.eps / 4 / 255)
 
     def training_pgd(self) -> PGD:
         """The training attack: PGD at the AT budget or at_wide's wider one (held-out metrics: the AT budget)."""

@@ -5,6 +5,7 @@ With train.launcher: torchrun it starts itself again under torchrun (train.nproc
 started by torchrun (also by hand, e.g. across machines) it joins the process group and rank 0
 writes the outputs."""
 import dataclasses
+from pathlib import Path
 
 from askknn.data import IMAGES, TRAIN_SPLITS, PreparedData, sha256_file
 from askknn.defenses import extra_term, train_config
@@ -29,16 +30,23 @@ def main() -> None:
     data = PreparedData(PREPARED, TRAIN_SPLITS)
     model = new_model(params, data)
     term = extra_term(method, params, data, cfg)
-    # The checkpoint is named by the full configuration and the data it trains on (not the bank or
-    # evaluation split), so a changed setting never resumes a stale run.
-    key = config_hash(*(sha256_file(PREPARED / f) for f in (IMAGES, TRAIN_SPLITS)), params["model"],
-                      params["train"], params["methods"][method], seed)
-    checkpoint = MODELS / "checkpoints" / f"{model_name(method, seed)}-{key}.pt"
+    checkpoint = checkpoint_path(method, seed, params)
     history = train_model(model, data, cfg, checkpoint, term, run_device)
     if is_main():
         write_outputs(method, seed, params, cfg, model, history)
         checkpoint.unlink()
     teardown()
+
+
+def checkpoint_path(method: str, seed: int, params: dict) -> Path:
+    """The checkpoint is named by the full configuration and the data it trains on (not the bank or
+    evaluation split), so a changed setting never resumes a stale run. The process count is left out:
+    a run resumed with another one finds its checkpoint and is refused with what to do
+    (CheckpointMismatch) instead of starting over beside it."""
+    train = {k: v for k, v in params["train"].items() if k not in ("nproc", "launcher")}
+    key = config_hash(*(sha256_file(PREPARED / f) for f in (IMAGES, TRAIN_SPLITS)), params["model"],
+                      train, params["methods"][method], seed)
+    return MODELS / "checkpoints" / f"{model_name(method, seed)}-{key}.pt"
 
 
 def write_outputs(method: str, seed: int, params: dict, cfg, model, history: list[dict]) -> None:

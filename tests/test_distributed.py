@@ -4,6 +4,7 @@ the SNN loss over the ranks."""
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import math
 import os
 import re
@@ -22,6 +23,7 @@ from askknn.io import load_torch, save_torch
 from askknn.losses import snn_loss
 from askknn.models import create_model
 from askknn.params import preset_config
+from askknn.runtime import run_stage
 from askknn.checkpoints import CheckpointMismatch
 from askknn.training import TrainConfig, load_checkpoint, train_model
 
@@ -220,3 +222,34 @@ def test_a_last_batch_smaller_than_the_processes_is_dropped_not_nan(tmp_path, di
     assert math.isfinite(ranks[0]["history"][0]["train_loss"])
     assert all(w.isfinite().all() for w in ranks[0]["weights"].values() if w.is_floating_point())
     assert_same(ranks[0], ranks[1])
+
+
+def train_stage():
+    """stages/train.py as a module (its main() runs only as a script)."""
+    spec = importlib.util.spec_from_file_location("train_stage", Path(__file__).parents[1] / "stages" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_stage_finds_its_checkpoint_under_another_process_count_and_refuses_it_in_one_line(
+        tmp_path, monkeypatch, capsys):
+    params = preset_config("tiny")
+    monkeypatch.chdir(tmp_path)
+    Path("data/prepared").mkdir(parents=True)
+    for name in ("images.npz", "train_split.npz"):
+        Path("data/prepared", name).write_bytes(b"stand-in")
+    stage = train_stage()
+    path = stage.checkpoint_path("at", 0, params)
+    for change in ({"nproc": 4}, {"launcher": "torchrun"}):   # resumed by DDP: the same checkpoint
+        assert stage.checkpoint_path("at", 0, {**params, "train": {**params["train"], **change}}) == path
+    other_batch = {**params, "train": {**params["train"], "batch_size": params["train"]["batch_size"] + 1}}
+    assert stage.checkpoint_path("at", 0, other_batch) != path   # another run, never resumed from this one
+
+    def mismatch():
+        raise CheckpointMismatch(f"checkpoint {path} was written with world size 1 (this run: 4)")
+    with pytest.raises(SystemExit) as stop:
+        run_stage(mismatch)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: checkpoint {path} was written with world "
+                                                            "size 1 (this run: 4)"]

@@ -153,6 +153,11 @@ def test_the_held_out_pgd_steps_a_quarter_of_the_budget_whatever_the_training_st
     assert cfg.pgd().step_size == 5 / 255
 
 
+def test_the_held_out_pgd_runs_in_eval_mode_even_when_training_attacks_run_in_train_mode():
+    cfg = TrainConfig(epochs=1, eps=4, attack_mode="train")
+    assert cfg.pgd().train_mode and not cfg.held_out_pgd().train_mode
+
+
 def test_losses_compute_in_float32_inside_bf16_autocast():
     g = torch.Generator().manual_seed(0)
     f, refs = torch.randn(6, 32, generator=g).bfloat16(), torch.randn(10, 32, generator=g)

@@ -137,7 +137,7 @@ class DkNNAttack(Attack):
 
 
 def guide_count(cfg: dict, k: int) -> int:
-    """DkNN-Atk's m (attacks.dknn_atk.guides): the DkNN's K (as the original ties them) or a fixed number."""
+    """DkNN-Atk's m (attacks.dknn_atk.guides): a number (the original's l_inf runs: 75), or `k`, the DkNN's K."""
     return k if cfg["guides"] == "k" else int(cfg["guides"])
 
 
