@@ -73,6 +73,15 @@ def ordered(found: list[Stage]) -> list[Stage]:
     return order
 
 
+class TimeLimit(BaseException):
+    """SIGTERM from an outer time limit. Not an Exception: neither a stage's own handlers nor the
+    `except Exception` that fails one stage take it, so the whole run stops (and still packs)."""
+
+
+def stop_at_time_limit(*_) -> None:
+    raise TimeLimit
+
+
 def run_stage(cmd: str) -> None:
     """A stage's command (`[env K=V ...] python script args`) in this process."""
     words = shlex.split(cmd)
@@ -259,17 +268,21 @@ def run(preset: str, settings: dict, archive: Path, deadline: float | None, work
     settings = {"preset": preset, **settings}
     params = Path("params.yaml")
     params.write_text(switched(params.read_text(), settings))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # killed by a time limit: still pack (finally)
+    signal.signal(signal.SIGTERM, stop_at_time_limit)   # killed by a time limit: stop, still pack (finally)
     found = stages()
     progress = Progress(archive.parent / "stage_times.md", preset, settings, device_name(), workers, len(found))
     clear_gathered()   # the tree's committed results are not this run's
+    stopped = False
     try:
         dispatch(ordered(found), needs(found), deadline, progress, workers)
+    except TimeLimit:
+        stopped = True
+        print("SIGTERM (a time limit): the run stops here and packs what it made", file=sys.stderr, flush=True)
     finally:
         progress.write()
         pack(archive, progress.out, progress.provenance())
         print(f"{archive}: {archive.stat().st_size / 2**20:.1f} MiB; {progress.wall() / 60:.1f} min", flush=True)
-    return 1 if progress.skipped else 0
+    return 143 if stopped else 1 if progress.skipped else 0
 
 
 def pack(archive: Path, times: Path, header: str) -> None:

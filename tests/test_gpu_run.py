@@ -4,6 +4,7 @@ metrics/<preset>/ and reports/<preset>/ (the whole `tiny` preset through benchma
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tarfile
@@ -107,6 +108,38 @@ def test_a_worker_that_dies_fails_its_stage_instead_of_hanging_the_run(tmp_path)
     assert "a worker was lost" in done.stderr
     times = (tmp_path / "back/stage_times.md").read_text()
     assert "broken" in times.split("failed or not run")[1] and "after_broken" in times
+
+
+TIME_LIMIT = {
+    "params.yaml": "preset: a\n",
+    "dvc.yaml": textwrap.dedent("""\
+        stages:
+          stopped:
+            cmd: python steps/term.py
+          other:
+            cmd: python steps/write.py other other.txt
+            outs: [other.txt]
+        """),
+    # a time limit's SIGTERM arrives while a stage runs in this process
+    "steps/term.py": "import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)\n",
+    "steps/write.py": PROJECT["steps/write.py"],
+}
+
+
+def test_a_time_limit_during_a_stage_stops_the_whole_run_and_still_packs(tmp_path, monkeypatch):
+    for name, text in TIME_LIMIT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "metrics").mkdir()
+    monkeypatch.chdir(tmp_path)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        status = gpu_run.run("a", {}, tmp_path / "back" / "a.tar.gz", deadline=None)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert status == 143
+    assert not (tmp_path / "other.txt").exists()   # not taken for one failed stage: nothing else started
+    assert tarfile.is_tarfile(tmp_path / "back" / "a.tar.gz")
 
 
 CUT_SHORT = {
