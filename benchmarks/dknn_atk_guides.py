@@ -70,7 +70,8 @@ def render(info: dict) -> str:
              f"{info['tests']} comparisons. The best of the grid is chosen on these images for every m alike, so "
              f"the levels are optimistic; the comparison is what the choice of m rests on, not an evaluation. "
              f"Written by `python benchmarks/dknn_atk_guides.py`.\n",
-             "| layers | metric | m | chosen steepness | robust accuracy [95% CI] | vs m = " + f"{base} | p (Holm) | verdict |",
+             f"| layers | metric | m | chosen steepness | robust accuracy [95% CI] | vs m = {base} | p (Holm) "
+             "| verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for r in info["rows"]:
         t = r["test"]

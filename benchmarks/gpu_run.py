@@ -46,7 +46,10 @@ from pipeline import Stage, inside, stages  # noqa: E402
 from run_preset import clear_gathered, gather, install, switched  # noqa: E402
 
 from askknn.io import write_text  # noqa: E402
+from askknn.params import available_presets, preset_config  # noqa: E402
 from askknn.runtime import REPORTS  # noqa: E402
+# this module's own run_stage runs one DVC stage; askknn's gives a script its one-line errors
+from askknn.runtime import run_stage as run_main  # noqa: E402
 
 LATE = ("eps_sweep", "ask_appendix")   # the curves and appendix tables: after Tables 1, 3 and 5 under a deadline
 FINAL = "report"   # runs even past the deadline: it reports what was made and names what was not
@@ -317,7 +320,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     go = sub.add_parser("run", help="run every stage of a preset in this process and pack the results")
-    go.add_argument("preset")
+    go.add_argument("preset", choices=available_presets(ROOT))
     go.add_argument("-S", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                     help="a top-level setting of params.yaml, e.g. -S eps=8")
     go.add_argument("--archive", type=Path, required=True, help="where to write the .tar.gz of the results")
@@ -341,8 +344,11 @@ def main() -> int:
         settings[key] = value
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: give 1 or more")
+    if preset_config(args.preset)["train"]["launcher"] == "torchrun":
+        parser.error(f"{args.preset}: train.launcher is torchrun, which would replace this process (it runs the "
+                     f"stages itself); set train.launcher: python, or run the preset with dvc repro")
     return run(args.preset, settings, args.archive, args.deadline, args.workers)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(lambda: sys.exit(main()))   # a preset that does not validate: its one-line message, status 2

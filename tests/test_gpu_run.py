@@ -244,3 +244,13 @@ def test_dvc_paths_with_list_indices_resolve_as_dvc_resolves_them():
     path = pipeline.resolve("models/${item.method}_seed${seeds[0]}.safetensors", context)
     assert path == "models/at_seed3.safetensors"
     assert pipeline.resolve("${seeds}", context) == [3, 4]
+
+
+def test_a_torchrun_preset_is_refused_before_anything_runs(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)   # main() works from the project; monkeypatch brings the directory back
+    monkeypatch.setattr(gpu_run, "preset_config", lambda name: {"train": {"launcher": "torchrun"}})
+    monkeypatch.setattr(gpu_run, "run", lambda *args: pytest.fail("the run started"))
+    monkeypatch.setattr(sys, "argv", ["gpu_run.py", "run", "tiny", "--archive", "x.tar.gz"])
+    with pytest.raises(SystemExit) as stop:
+        gpu_run.main()
+    assert stop.value.code == 2 and "train.launcher is torchrun" in capsys.readouterr().err
