@@ -17,7 +17,6 @@ the stages of the interrupted run too). `--restore` gives up and brings the defa
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -32,7 +31,6 @@ from askknn.params import available_presets
 from askknn.shared import ParamError
 from askknn.runtime import METRICS_DIR, OUTCOMES, PLOTS, REPORTS, RESOLVED, run_stage
 
-ROOT = Path(__file__).resolve().parents[1]
 PARAMS = Path("params.yaml")
 # source -> destination under reports/<preset>/ (metrics/ goes to metrics/<preset>/)
 REPORT_COPIES = {REPORTS / "results.md": "results.md", REPORTS / "figures": "figures", REPORTS / "plots": "plots",
@@ -130,7 +128,6 @@ def restore_default() -> None:
 
 
 def main() -> int:
-    os.chdir(ROOT)   # its paths are the project's, from any working directory
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", choices=available_presets())
     parser.add_argument("-S", dest="settings", action="append", default=[], metavar="KEY=VALUE",
