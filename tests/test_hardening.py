@@ -302,6 +302,7 @@ def test_the_prepare_stage_records_the_source_hash(tmp_path, monkeypatch):
     edit["experiments"]["table_size"] = edit["experiments"]["subset_size"] = 10
     edit["dknn"]["k"] = edit["attacks"]["ask"]["k_pos"] = edit["attacks"]["ask"]["k_neg"] = 1
     edit["attacks"]["sw20"]["guides_grid"] = [1]
+    edit["attacks"]["dknn_atk"]["guides"] = "k"   # a bank of one image a class
     for key in ("k_values", "k_pos_values", "k_neg_values"):
         edit["experiments"][key] = [1]
     (tmp_path / "presets" / "fashion_mnist.yaml").write_text(yaml.safe_dump(edit))
