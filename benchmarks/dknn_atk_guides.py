@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from askknn.evaluation import run_attack
-from askknn.experiments import AttackSuite, run_seed, tuning_targets
+from askknn.experiments import AttackSuite, run_seed, tune_attack, tuning_targets
 from askknn.io import write_json, write_text
 from askknn.runtime import REPORTS, device, layer_set_name
 from askknn.stats import claim_verdict, holm, proportion
@@ -27,15 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tuned_outcomes(suite: AttackSuite, layers, metric: str, eps: int) -> tuple[dict, list]:
-    """(chosen steepness, its per-image robust outcomes on the tuning images) at the suite's guides,
-    each grid entry seeded as the tuning stage seeds it."""
-    make, grid = suite.factory("dknn_atk", layers, metric, eps, {})
+    """(the steepness the tuning stage chooses at the suite's guides, its per-image robust outcomes
+    on the tuning images): `tune_attack` itself, then its choice run once more with the same seed."""
+    chosen = tune_attack(suite, "dknn_atk", layers, metric, eps)["chosen"]
+    make, _ = suite.factory("dknn_atk", layers, metric, eps, {})
     seed = run_seed(suite.cfg["seed"], suite.method, "dknn_atk", list(layers), metric, eps, "tuning")
     images, labels = suite.tuning_set()
-    judge = {"judge": suite.dknn(layers, metric)}
-    runs = [(hyper, run_attack(make(seed, **hyper), suite.model, images, labels, judge, suite.cfg["batch_size"],
-                               device())["outcomes"]["judge"]["adversarial"]) for hyper in grid]
-    return min(runs, key=lambda run: run[1].mean())
+    run = run_attack(make(seed, **chosen), suite.model, images, labels, {"judge": suite.dknn(layers, metric)},
+                     suite.cfg["batch_size"], device())
+    return chosen, run["outcomes"]["judge"]["adversarial"]
 
 
 def compare_guides(suite: AttackSuite, cells: list[tuple], guides: list, eps: int) -> list[dict]:
