@@ -27,6 +27,8 @@ FAKE_DVC = textwrap.dedent("""\
             pathlib.Path("reports/results.md").write_text("run results")
             pathlib.Path("resolved_params.yaml").write_text("# the run's preset, merged")
         sys.exit(int(os.environ.get("FAKE_STATUS", "0")))
+    if sys.argv[1] == "checkout":
+        sys.exit(int(os.environ.get("FAKE_CHECKOUT_STATUS", "0")))
     """)
 
 
@@ -105,6 +107,16 @@ def test_results_land_in_per_preset_folders_and_the_default_comes_back(repo, mon
                           capture_output=True, text=True, check=True).stdout == ""
     assert json.loads((repo / "metrics/data.json").read_text()) == {"dataset": "default"}
     assert (repo / "resolved_params.yaml").read_text() == "# the default preset, merged\n"
+
+
+def test_results_land_even_when_dvc_cannot_check_out_the_defaults_models(repo, monkeypatch, capsys):
+    # a fresh clone: DVC's cache holds only this run's outputs, not the default preset's models
+    monkeypatch.setenv("FAKE_CHECKOUT_STATUS", "255")
+    assert run(monkeypatch, "cifar10_cpu", "-S", "eps=8") == 0
+    assert json.loads((repo / "metrics/cifar10_cpu/data.json").read_text()) == {"dataset": "run"}
+    assert (repo / "reports/cifar10_cpu/results.md").read_text() == "run results"
+    assert json.loads((repo / "metrics/data.json").read_text()) == {"dataset": "default"}
+    assert "warning: dvc checkout could not bring back" in capsys.readouterr().err
 
 
 def test_only_the_runs_own_outputs_are_gathered_not_what_the_default_preset_left(repo, monkeypatch):
