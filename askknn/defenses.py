@@ -19,6 +19,7 @@ from askknn.attacks.base import Attack
 from askknn.data import PreparedData, to_float
 from askknn.distributed import gather_batch
 from askknn.losses import ask_loss, similarity, snn_loss
+from askknn.shared import ParamError
 from askknn.training import TrainConfig
 
 
@@ -50,6 +51,10 @@ class AskDefTerm:
                  refs_per_class: int, eps: int, steps: int, step_size: float):
         self.x_train, self.y_train = data.split("train")
         self.members = [torch.nonzero(self.y_train == c).squeeze(1) for c in range(data.num_classes)]
+        fewest = min(len(m) for m in self.members)
+        if refs_per_class > fewest:
+            raise ParamError(f"methods.askdef.refs_per_class = {refs_per_class} but the training split has "
+                             f"{fewest} images of its smallest class; set it to at most {fewest}")
         self.num_classes, self.g1 = data.num_classes, cfg.pgd()
         self.lam, self.tau, self.metric, self.layer, self.refs_per_class = lam, tau, metric, layer, refs_per_class
         self.g2 = dict(eps=eps / 255, steps=steps, step_size=step_size / 255, train_mode=cfg.attack_mode == "train")

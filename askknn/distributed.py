@@ -15,6 +15,8 @@ import sys
 import torch
 import torch.distributed as dist
 
+from askknn.shared import ParamError
+
 
 def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -23,13 +25,24 @@ def under_torchrun() -> bool:
 def relaunch(script: str, args: list[str], nproc: int) -> None:
     """Replace this process by torchrun running `script` on `nproc` local processes (same PID, so a
     signal from DVC reaches torchrun, which passes it on)."""
+    check_gpus(nproc)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", script, *args]
     os.execv(sys.executable, cmd)
+
+
+def check_gpus(nproc: int) -> None:
+    """One process per GPU: a process beyond the machine's GPUs would fail inside CUDA (invalid device
+    ordinal). Without GPUs any number of processes trains on the CPU (gloo)."""
+    gpus = torch.cuda.device_count()
+    if gpus and nproc > gpus:
+        raise ParamError(f"train.nproc = {nproc} processes (torchrun --nproc-per-node) but this machine has "
+                         f"{gpus} GPU(s); set train.nproc to at most {gpus}, one process per GPU")
 
 
 def setup() -> torch.device:
     """Join the process group torchrun describes; each process gets its local GPU (nccl) or the CPU (gloo)."""
     if torch.cuda.is_available():
+        check_gpus(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)

@@ -84,8 +84,20 @@ def save_npz(path, **arrays: np.ndarray) -> None:
 
 
 def load_npz(path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    """The arrays of a .npz file; a truncated or corrupted one is named in the error."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:   # BadZipFile, a truncated member, pickled objects np.load refuses
+        raise UnreadableFile(f"{path} cannot be read as a NumPy archive ({failure(exc)})") from exc
+
+
+def failure(exc: Exception) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first_line}"
 
 
 def save_torch(path, obj) -> None:
@@ -103,9 +115,8 @@ def load_torch(path, map_location="cpu"):
     except FileNotFoundError:
         raise
     except Exception as exc:   # truncated zip, bad pickle, refused global: all "cannot be read"
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
         reason = ("refused by weights_only loading: it holds more than tensors and plain containers"
-                  if "weights_only" in str(exc) else f"{type(exc).__name__}: {first_line}")
+                  if "weights_only" in str(exc) else failure(exc))
         raise UnreadableFile(f"{path} cannot be read ({reason})") from exc
 
 

@@ -19,7 +19,11 @@ import torch
 import yaml
 from PIL import Image
 
-from askknn.data import DataError, load_dataset, load_digits_dataset, make_splits, save_prepared, PreparedData
+from askknn.bank import FeatureBank
+from askknn.data import (IMAGES, SPLITS, DataError, PreparedData, load_dataset, load_digits_dataset, make_splits,
+                         save_prepared)
+from askknn.defenses import AskDefTerm
+from askknn.distributed import check_gpus, relaunch, setup
 from askknn.io import UnreadableFile, atomic_path, load_weights, save_torch, save_weights, stale_temporaries
 from askknn.models import create_model
 from askknn.params import load_params, preset_config
@@ -207,6 +211,55 @@ def train_once(prepared, checkpoint):
     cfg = TrainConfig(epochs=1, batch_size=100, lr=0.05, eps=16, pgd_steps=1, pgd_step_size=8, val_pgd_steps=1)
     train_model(model, prepared, cfg, checkpoint, log=lambda _: None)
     return model.state_dict()
+
+
+def test_a_missing_or_unreadable_prepared_file_names_it_and_the_prepare_stage(prepared, tmp_path):
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    np.savez(folder / IMAGES, x_train=prepared.x_train.numpy())
+    with pytest.raises(ParamError, match=rf"prepared/{SPLITS} is missing; run the prepare stage first"):
+        PreparedData(folder)
+    np.savez(folder / SPLITS, **prepared.splits)
+    truncate(folder / IMAGES)
+    with pytest.raises(UnreadableFile, match=rf"{IMAGES} cannot be read as a NumPy archive \(.*\); "
+                                             r"rebuild it with: dvc repro prepare$"):
+        PreparedData(folder)
+
+
+def test_a_missing_or_unreadable_bank_names_the_stage_that_rebuilds_it(tmp_path):
+    path = tmp_path / "banks" / "at_wide_seed2.npz"
+    path.parent.mkdir()
+    with pytest.raises(ParamError, match=r"is missing; run its bank stage first \(dvc repro bank@at_wide-2\)$"):
+        FeatureBank.load(path)
+    FeatureBank({"conv4": np.zeros((4, 3), np.float32)}, np.arange(4), search="torch", device="cpu").save(path)
+    assert FeatureBank.load(path)[0].labels.tolist() == [0, 1, 2, 3]
+    truncate(path)
+    with pytest.raises(UnreadableFile, match=r"seed2.npz cannot be read.*rebuild it with: dvc repro bank@at_wide-2$"):
+        FeatureBank.load(path)
+
+
+def test_more_askdef_references_than_a_class_has_images_is_refused_before_training(prepared):
+    fewest = int(torch.bincount(prepared.split("train")[1]).min())
+    cfg = TrainConfig(epochs=1, pgd_steps=1)
+    term = AskDefTerm(prepared, cfg, 1.0, 0.1, "cosine", "conv4", fewest, 8, 1, 2.0)   # the most it can take
+    assert len(term.reference_picks("cpu")) == fewest * prepared.num_classes
+    with pytest.raises(ParamError, match=rf"methods.askdef.refs_per_class = {fewest + 1} but the training split "
+                                         rf"has {fewest} images of its smallest class; set it to at most {fewest}$"):
+        AskDefTerm(prepared, cfg, 1.0, 0.1, "cosine", "conv4", fewest + 1, 8, 1, 2.0)
+
+
+def test_more_processes_than_gpus_is_refused_with_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("torchrun started"))
+    with pytest.raises(ParamError, match=r"train.nproc = 3 processes .* this machine has 2 GPU\(s\); "
+                                         r"set train.nproc to at most 2, one process per GPU$"):
+        relaunch("stages/train.py", ["at", "0"], 3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a process torchrun started by hand
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(ParamError, match="train.nproc = 4 processes"):
+        setup()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)       # no GPU: any count trains on the CPU
+    check_gpus(8)
 
 
 class NotAllowed:
