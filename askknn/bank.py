@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import faiss
 
 from askknn.data import to_float
-from askknn.io import UnreadableFile, load_npz, save_npz
+from askknn.io import load_npz, load_output, save_npz
 from askknn.shared import METRICS, ParamError, choice
 
 SEARCHES = ("faiss", "torch")
@@ -220,14 +220,7 @@ class FeatureBank:
     @classmethod
     def load(cls, path: str | Path) -> tuple["FeatureBank", dict[str, np.ndarray]]:
         """The bank and any extra arrays stored beside it (e.g. held-out features)."""
-        path = Path(path)
-        method, _, seed = path.stem.rpartition("_seed")   # banks/<method>_seed<seed>.npz: stage bank@<method>-<seed>
-        rebuild = f"dvc repro bank@{method}-{seed}"
-        if not path.exists():
-            raise ParamError(f"feature bank {path} is missing; run its bank stage first ({rebuild})")
-        try:
-            arrays = load_npz(path)
-        except UnreadableFile as exc:
-            raise UnreadableFile(f"{exc}; rebuild it with: {rebuild}") from exc
+        method, _, seed = Path(path).stem.rpartition("_seed")   # banks/<method>_seed<seed>.npz: bank@<method>-<seed>
+        arrays = load_output(path, load_npz, f"dvc repro bank@{method}-{seed}")
         feats = {k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("feat_")}
         return cls(feats, arrays.pop("labels")), arrays

@@ -19,7 +19,7 @@ from askknn.datasets import (DATASETS, DEBIAN_FASHION_MNIST, FASHION_FILES, READ
                              DatasetSpec, Prepared, check_classes, class_folders, extract, load_dataset,
                              load_digits_dataset, load_download, load_fashion_mnist, load_tree, missing,
                              read_idx_gz, read_image_folder, sha256_file, sha256_files, sha256_tree, unpack_archive)
-from askknn.io import UnreadableFile, load_npz, save_npz
+from askknn.io import load_npz, load_output, save_npz
 from askknn.shared import ParamError
 
 __all__ = [
@@ -89,6 +89,7 @@ def make_splits(y_train: np.ndarray, y_test: np.ndarray, *, val_size: int, bank_
 
 # ---------------------------------------------------------------- prepared form
 IMAGES, SPLITS, TRAIN_SPLITS = "images.npz", "splits.npz", "train_split.npz"
+REBUILD = "dvc repro prepare"   # the stage that writes them
 
 
 def save_prepared(folder: Path, data: Prepared, splits: dict[str, np.ndarray]) -> None:
@@ -104,8 +105,8 @@ class PreparedData:
     is SPLITS (every split) or TRAIN_SPLITS (train and val: what the training stages read)."""
 
     def __init__(self, folder: str | Path = "data/prepared", splits_file: str = SPLITS):
-        arrays = read_prepared(Path(folder) / IMAGES)
-        self.splits = read_prepared(Path(folder) / splits_file)
+        arrays = load_output(Path(folder) / IMAGES, load_npz, REBUILD)
+        self.splits = load_output(Path(folder) / splits_file, load_npz, REBUILD)
         self.x_train, self.y_train = torch.from_numpy(arrays["x_train"]), torch.from_numpy(arrays["y_train"])
         self.x_test, self.y_test = torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"])
         self.num_classes = int(self.y_train.max()) + 1
@@ -117,16 +118,6 @@ class PreparedData:
         if name == "eval":
             return self.x_test[idx], self.y_test[idx]
         return self.x_train[idx], self.y_train[idx]
-
-
-def read_prepared(path: Path) -> dict[str, np.ndarray]:
-    """One file of the prepare stage; missing or unreadable, the error says how to make it again."""
-    if not path.exists():
-        raise ParamError(f"{path} is missing; run the prepare stage first (dvc repro prepare)")
-    try:
-        return load_npz(path)
-    except UnreadableFile as exc:
-        raise UnreadableFile(f"{exc}; rebuild it with: dvc repro prepare") from exc
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

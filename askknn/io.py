@@ -15,10 +15,12 @@ import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
+from askknn.shared import ParamError
 
 TMP_PREFIX = ".tmp-"          # .dvcignore holds the matching pattern: .tmp-*
 METADATA_KEY = "askknn"       # safetensors metadata: one key holding sorted JSON (stable bytes)
@@ -92,6 +94,17 @@ def load_npz(path) -> dict[str, np.ndarray]:
         raise
     except Exception as exc:   # BadZipFile, a truncated member, pickled objects np.load refuses
         raise UnreadableFile(f"{path} cannot be read as a NumPy archive ({failure(exc)})") from exc
+
+
+def load_output(path, load: Callable, rebuild: str):
+    """`load(path)` for a file a pipeline stage writes; missing or unreadable, the error names the file
+    and the command that makes it again."""
+    if not Path(path).exists():
+        raise ParamError(f"{path} is missing; run the stage that writes it first ({rebuild})")
+    try:
+        return load(path)
+    except UnreadableFile as exc:
+        raise UnreadableFile(f"{exc}; rebuild it with: {rebuild}") from exc
 
 
 def failure(exc: Exception) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from askknn.data import PreparedData
-from askknn.io import UnreadableFile, load_weights, write_json
+from askknn.io import UnreadableFile, load_output, load_weights, write_json
 from askknn.models import create_model
 from askknn.shared import ParamError
 
@@ -77,12 +77,7 @@ def load_trained(method: str, seed: int, params: dict, data: PreparedData, root:
     or mismatched weights file is named in the error together with the stage that rebuilds it."""
     path = model_path(method, seed, root)
     rebuild = f"dvc repro train@{method}-{seed}"
-    if not path.exists():
-        raise ParamError(f"{path} is missing; run the training stage first ({rebuild})")
-    try:
-        weights, meta = load_weights(path)
-    except UnreadableFile as exc:
-        raise UnreadableFile(f"{exc}; rebuild it with: {rebuild}") from exc
+    weights, meta = load_output(path, load_weights, rebuild)
     name = params["model"]["name"]
     if meta.get("model", name) != name:
         raise UnreadableFile(f"{path} holds a {meta['model']!r} model but model.name = {name!r}; "

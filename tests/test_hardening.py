@@ -217,7 +217,8 @@ def test_a_missing_or_unreadable_prepared_file_names_it_and_the_prepare_stage(pr
     folder = tmp_path / "prepared"
     folder.mkdir()
     np.savez(folder / IMAGES, x_train=prepared.x_train.numpy())
-    with pytest.raises(ParamError, match=rf"prepared/{SPLITS} is missing; run the prepare stage first"):
+    with pytest.raises(ParamError, match=rf"prepared/{SPLITS} is missing; run the stage that writes it first "
+                                         r"\(dvc repro prepare\)$"):
         PreparedData(folder)
     np.savez(folder / SPLITS, **prepared.splits)
     truncate(folder / IMAGES)
@@ -229,7 +230,8 @@ def test_a_missing_or_unreadable_prepared_file_names_it_and_the_prepare_stage(pr
 def test_a_missing_or_unreadable_bank_names_the_stage_that_rebuilds_it(tmp_path):
     path = tmp_path / "banks" / "at_wide_seed2.npz"
     path.parent.mkdir()
-    with pytest.raises(ParamError, match=r"is missing; run its bank stage first \(dvc repro bank@at_wide-2\)$"):
+    with pytest.raises(ParamError, match=r"seed2.npz is missing; run the stage that writes it first "
+                                         r"\(dvc repro bank@at_wide-2\)$"):
         FeatureBank.load(path)
     FeatureBank({"conv4": np.zeros((4, 3), np.float32)}, np.arange(4), search="torch", device="cpu").save(path)
     assert FeatureBank.load(path)[0].labels.tolist() == [0, 1, 2, 3]
